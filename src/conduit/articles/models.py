@@ -1,0 +1,75 @@
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from conduit.platform.db.base import Base, IdMixin, TimestampMixin
+
+if TYPE_CHECKING:
+    from conduit.users.models import User
+
+SLUG_MAX_LENGTH = 255
+TAG_MAX_LENGTH = 64
+
+
+class Tag(IdMixin, Base):
+    __tablename__ = "tag"
+
+    name: Mapped[str] = mapped_column(String(TAG_MAX_LENGTH), unique=True)
+
+
+class ArticleTag(Base):
+    __tablename__ = "article_tag"
+
+    article_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("article.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tag.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    __table_args__ = (Index("ix_article_tag_tag_id_article_id", "tag_id", "article_id"),)
+
+
+class Article(IdMixin, TimestampMixin, Base):
+    __tablename__ = "article"
+
+    slug: Mapped[str] = mapped_column(String(SLUG_MAX_LENGTH), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    author_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("user_account.id", ondelete="CASCADE")
+    )
+    # Kept in step with the favorite table in the same transaction, so lists never count rows.
+    favorites_count: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+
+    author: Mapped["User"] = relationship(lazy="raise")
+    tags: Mapped[list[Tag]] = relationship(secondary="article_tag", lazy="raise", order_by=Tag.name)
+
+    __table_args__ = (
+        Index("ix_article_created_at_id", text("created_at DESC"), text("id DESC")),
+        Index(
+            "ix_article_author_id_created_at_id",
+            "author_id",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+    )
+
+
+class Favorite(Base):
+    __tablename__ = "favorite"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    article_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("article.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+    __table_args__ = (Index("ix_favorite_article_id", "article_id"),)

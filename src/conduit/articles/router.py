@@ -1,0 +1,122 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from conduit.articles import service
+from conduit.articles.dependencies import ArticleBySlug
+from conduit.articles.schemas import (
+    ArticleEnvelope,
+    ArticleList,
+    NewArticleEnvelope,
+    TagsEnvelope,
+    UpdateArticleEnvelope,
+)
+from conduit.platform.db.session import AutoCommitRoute, SessionDep
+from conduit.platform.errors import ValidationFailed
+from conduit.platform.schemas import Text
+from conduit.users.dependencies import CurrentUser, OptionalUser
+
+router = APIRouter(route_class=AutoCommitRoute)
+
+MAX_OFFSET = 2**31 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Number of articles to skip")]
+FilterText = Annotated[Text | None, Query(max_length=255)]
+
+
+def _limit(request: Request, limit: int) -> int:
+    maximum: int = request.app.state.settings.max_page_size
+    if limit > maximum:
+        raise ValidationFailed(f"must be less than or equal to {maximum}", field="limit")
+    return limit
+
+
+Limit = Annotated[
+    int, Query(ge=1, description="Number of articles to return (at most MAX_PAGE_SIZE)")
+]
+
+
+@router.get("/articles/feed", tags=["Articles"], summary="Recent articles from users you follow")
+async def feed(
+    request: Request,
+    session: SessionDep,
+    viewer: CurrentUser,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> ArticleList:
+    return await service.feed(session, viewer=viewer, limit=_limit(request, limit), offset=offset)
+
+
+@router.get("/articles", tags=["Articles"], summary="Recent articles globally")
+async def list_articles(
+    request: Request,
+    session: SessionDep,
+    viewer: OptionalUser,
+    tag: FilterText = None,
+    author: FilterText = None,
+    favorited: FilterText = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> ArticleList:
+    filters = service.ArticleFilters(tag=tag, author=author, favorited=favorited)
+    return await service.list_articles(
+        session, filters=filters, viewer=viewer, limit=_limit(request, limit), offset=offset
+    )
+
+
+@router.post(
+    "/articles", tags=["Articles"], status_code=status.HTTP_201_CREATED, summary="Create an article"
+)
+async def create_article(
+    body: NewArticleEnvelope, session: SessionDep, user: CurrentUser
+) -> ArticleEnvelope:
+    row = await service.create(session, author=user, new=body.article)
+    return ArticleEnvelope(article=await service.to_read(session, row, user))
+
+
+@router.get("/articles/{slug}", tags=["Articles"], summary="Get an article")
+async def get_article(
+    row: ArticleBySlug, session: SessionDep, viewer: OptionalUser
+) -> ArticleEnvelope:
+    return ArticleEnvelope(article=await service.to_read(session, row, viewer))
+
+
+@router.put("/articles/{slug}", tags=["Articles"], summary="Update an article")
+async def update_article(
+    user: CurrentUser, body: UpdateArticleEnvelope, row: ArticleBySlug, session: SessionDep
+) -> ArticleEnvelope:
+    if not body.article.model_fields_set:
+        raise ValidationFailed("must change at least one field", field="article")
+    row = await service.update(session, row=row, editor=user, changes=body.article)
+    return ArticleEnvelope(article=await service.to_read(session, row, user))
+
+
+@router.delete(
+    "/articles/{slug}",
+    tags=["Articles"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete an article",
+)
+async def delete_article(user: CurrentUser, row: ArticleBySlug, session: SessionDep) -> None:
+    await service.delete(session, row=row, user=user)
+
+
+@router.post("/articles/{slug}/favorite", tags=["Favorites"], summary="Favorite an article")
+async def favorite_article(
+    user: CurrentUser, row: ArticleBySlug, session: SessionDep
+) -> ArticleEnvelope:
+    row = await service.favorite(session, row=row, user=user)
+    return ArticleEnvelope(article=await service.to_read(session, row, user))
+
+
+@router.delete("/articles/{slug}/favorite", tags=["Favorites"], summary="Unfavorite an article")
+async def unfavorite_article(
+    user: CurrentUser, row: ArticleBySlug, session: SessionDep
+) -> ArticleEnvelope:
+    row = await service.unfavorite(session, row=row, user=user)
+    return ArticleEnvelope(article=await service.to_read(session, row, user))
+
+
+@router.get("/tags", tags=["Tags"], summary="Get tags")
+async def get_tags(session: SessionDep) -> TagsEnvelope:
+    return TagsEnvelope(tags=await service.tags(session))

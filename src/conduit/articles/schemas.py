@@ -1,0 +1,86 @@
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+from conduit.articles.models import TAG_MAX_LENGTH
+from conduit.platform.schemas import InputModel, Text, Timestamp, WireModel
+from conduit.profiles.schemas import ProfileRead
+
+TITLE_MAX_LENGTH = 255
+DESCRIPTION_MAX_LENGTH = 1_000
+BODY_MAX_LENGTH = 100_000
+MAX_TAGS = 20
+
+Title = Annotated[
+    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH)
+]
+Description = Annotated[
+    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=DESCRIPTION_MAX_LENGTH)
+]
+Body = Annotated[Text, StringConstraints(min_length=1, max_length=BODY_MAX_LENGTH)]
+Tag = Annotated[
+    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX_LENGTH)
+]
+
+
+def _unique_in_order(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))
+
+
+TagList = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_unique_in_order)]
+
+
+class NewArticle(InputModel):
+    title: Title
+    description: Description
+    body: Body
+    tag_list: TagList = Field(default_factory=list)
+
+
+class UpdateArticle(InputModel):
+    """Only the fields present change; `null` means unchanged. `tagList` is an extension that
+    the RealWorld editors send when saving an edit."""
+
+    title: Title | None = None
+    description: Description | None = None
+    body: Body | None = None
+    tag_list: TagList | None = None
+
+
+class NewArticleEnvelope(InputModel):
+    article: NewArticle
+
+
+class UpdateArticleEnvelope(InputModel):
+    article: UpdateArticle
+
+
+class ArticleSummary(WireModel):
+    """An article as lists show it: everything but the body."""
+
+    slug: str
+    title: str
+    description: str
+    tag_list: list[str]
+    created_at: Timestamp
+    updated_at: Timestamp
+    favorited: bool
+    favorites_count: int
+    author: ProfileRead
+
+
+class ArticleRead(ArticleSummary):
+    body: str
+
+
+class ArticleEnvelope(WireModel):
+    article: ArticleRead
+
+
+class ArticleList(WireModel):
+    articles: list[ArticleSummary]
+    articles_count: int
+
+
+class TagsEnvelope(WireModel):
+    tags: list[str]

@@ -1,0 +1,41 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from conduit.articles.dependencies import ArticleBySlug
+from conduit.comments import service
+from conduit.comments.schemas import CommentEnvelope, CommentList, NewCommentEnvelope
+from conduit.platform.db.session import AutoCommitRoute, SessionDep
+from conduit.users.dependencies import CurrentUser, OptionalUser
+
+router = APIRouter(tags=["Comments"], route_class=AutoCommitRoute)
+
+CommentId = Annotated[int, Path(alias="id", ge=1, le=2**63 - 1, description="ID of the comment")]
+
+
+@router.get("/articles/{slug}/comments", summary="Get the comments on an article")
+async def list_comments(
+    row: ArticleBySlug, session: SessionDep, viewer: OptionalUser
+) -> CommentList:
+    return CommentList(comments=await service.list_for(session, article=row.article, viewer=viewer))
+
+
+@router.post("/articles/{slug}/comments", summary="Comment on an article")
+async def add_comment(
+    user: CurrentUser, body: NewCommentEnvelope, row: ArticleBySlug, session: SessionDep
+) -> CommentEnvelope:
+    comment = await service.add(session, article=row.article, author=user, new=body.comment)
+    # The author is the caller, and nobody follows themselves.
+    return CommentEnvelope(comment=service.to_read(comment, following=False))
+
+
+@router.delete(
+    "/articles/{slug}/comments/{id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a comment",
+)
+async def delete_comment(
+    user: CurrentUser, row: ArticleBySlug, comment_id: CommentId, session: SessionDep
+) -> None:
+    await service.remove(session, article=row.article, comment_id=comment_id, user=user)

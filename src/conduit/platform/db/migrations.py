@@ -1,0 +1,60 @@
+"""Programmatic Alembic: upgrade, downgrade and report the schema revision of a database."""
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from conduit.platform.settings import to_async_database_url
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("conduit") / "migrations"))
+    config.set_main_option(
+        "file_template", "%%(year)d-%%(month).2d-%%(day).2d-%%(hour).2d%%(minute).2d_%%(slug)s"
+    )
+    return config
+
+
+async def _run(url: str, operation: str, revision: str) -> None:
+    engine = create_async_engine(to_async_database_url(url))
+    try:
+        async with engine.connect() as connection:
+
+            def apply(sync_connection: Connection) -> None:
+                config = alembic_config()
+                config.attributes["connection"] = sync_connection
+                if operation == "upgrade":
+                    command.upgrade(config, revision)
+                else:
+                    command.downgrade(config, revision)
+
+            await connection.run_sync(apply)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    await _run(url, "upgrade", revision)
+
+
+async def downgrade(url: str, revision: str = "-1") -> None:
+    await _run(url, "downgrade", revision)
+
+
+async def current_revision(url: str) -> str | None:
+    engine = create_async_engine(to_async_database_url(url))
+    try:
+        async with engine.connect() as connection:
+
+            def read(sync_connection: Connection) -> str | None:
+                return MigrationContext.configure(sync_connection).get_current_revision()
+
+            return await connection.run_sync(read)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,151 @@
+"""Errors carry their HTTP status; one set of handlers renders the RealWorld error shape.
+
+Every error response is `{"errors": {"<field>": ["<message>", ...]}}`, so front ends can show
+`<field> <message>` for each entry.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ConduitError(Exception):
+    status_code = 400
+    field = "body"
+    message = "is invalid"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.errors: dict[str, list[str]] = {field or self.field: [message or self.message]}
+        super().__init__(self.errors)
+
+
+class ValidationFailed(ConduitError):
+    status_code = 422
+
+    @classmethod
+    def of(cls, errors: Mapping[str, Sequence[str]]) -> "ValidationFailed":
+        error = cls()
+        error.errors = {field: list(messages) for field, messages in errors.items()}
+        return error
+
+
+class Unauthorized(ConduitError):
+    status_code = 401
+    field = "token"
+    message = "is missing or invalid"
+
+
+class Forbidden(ConduitError):
+    status_code = 403
+    message = "is forbidden"
+
+
+class NotFound(ConduitError):
+    status_code = 404
+    message = "not found"
+
+
+def error_body(errors: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    return {"errors": {field: list(messages) for field, messages in errors.items()}}
+
+
+def _validation_message(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    context = error.get("ctx") or {}
+    if kind == "missing":
+        return "can't be blank"
+    if kind == "string_too_short":
+        if context.get("min_length") == 1:
+            return "can't be blank"
+        return f"is too short (minimum is {context.get('min_length')} characters)"
+    if kind == "string_too_long":
+        return f"is too long (maximum is {context.get('max_length')} characters)"
+    if kind in {"too_long"}:
+        return f"has too many items (maximum is {context.get('max_length')})"
+    if kind in {"string_type", "string_sub_type"}:
+        return "must be a string"
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return "must be an integer"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return "must be an object"
+    if kind == "list_type":
+        return "must be a list"
+    if kind == "bool_type" or kind == "bool_parsing":
+        return "must be true or false"
+    if kind in {"greater_than_equal", "greater_than"}:
+        return f"must be greater than or equal to {context.get('ge', context.get('gt'))}"
+    if kind in {"less_than_equal", "less_than"}:
+        return f"must be less than or equal to {context.get('le', context.get('lt'))}"
+    if kind == "json_invalid":
+        return f"is not valid JSON ({context.get('error', 'malformed')})"
+    if kind == "value_error":
+        # Our own validators raise ValueError("is invalid ..."); pydantic prefixes "Value error, ".
+        return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    return str(error.get("msg", "is invalid"))
+
+
+def _validation_field(location: Sequence[Any]) -> str:
+    """The innermost named field: ("body", "user", "email") -> "email"; list indexes are skipped."""
+    names = [part for part in location if isinstance(part, str)]
+    if len(names) <= 1:
+        return "body"
+    return names[-1]
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    collected: dict[str, list[str]] = {}
+    for error in errors:
+        field = _validation_field(error.get("loc", ()))
+        message = _validation_message(error)
+        if message not in collected.setdefault(field, []):
+            collected[field].append(message)
+    return collected
+
+
+async def _conduit_error(_: Request, exc: Exception) -> JSONResponse:
+    exc = cast(ConduitError, exc)
+    headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
+    return JSONResponse(error_body(exc.errors), status_code=exc.status_code, headers=headers)
+
+
+async def _request_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    exc = cast(RequestValidationError, exc)
+    return JSONResponse(error_body(validation_errors(exc.errors())), status_code=422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    exc = cast(StarletteHTTPException, exc)
+    message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        error_body({"body": [message]}),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # Validation should stop bad values before they reach PostgreSQL; this is the safety net
+    # that keeps a value the database rejects (out of range, bad encoding) a client error.
+    logger.warning("database rejected a value on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(error_body({"body": ["contains a value that is not allowed"]}), 422)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body({"body": ["internal server error"]}), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ConduitError, _conduit_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,120 @@
+"""Settings read from the environment and an optional `.env` file.
+
+Every field is documented in the README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+_PLACEHOLDER_SECRETS = {"changeme", "changethis", "secret", "development"}
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class SettingsError(RuntimeError):
+    """The configuration cannot be used; the message says what to change."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.development
+    data_dir: Path = Path(".conduit")
+
+    database_url: str | None = None
+    db_pool_size: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1) + 1, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    migrate_on_start: bool | None = None
+
+    jwt_secret: SecretStr | None = None
+    access_token_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_origin_regex: str | None = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
+
+    max_page_size: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if self.environment is Environment.production:
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if len(secret) < MIN_SECRET_LENGTH or secret.lower() in _PLACEHOLDER_SECRETS:
+                raise SettingsError(
+                    f"JWT_SECRET must be set to a random value of at least {MIN_SECRET_LENGTH} "
+                    "characters in production (for example: "
+                    'python -c "import secrets; print(secrets.token_urlsafe(48))")'
+                )
+            if self.database_url is None:
+                raise SettingsError("DATABASE_URL must be set in production")
+        return self
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.uses_embedded_database or self.environment is not Environment.production
+
+    def jwt_signing_key(self) -> str:
+        """The configured secret, or one generated once and kept in the data folder."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        secret_file = self.data_dir / "jwt-secret"
+        if not secret_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return secret_file.read_text().strip()
+
+
+def to_async_database_url(url: str) -> str:
+    """Turn the `postgres://` / `postgresql://` URL a host provides into an asyncpg one.
+
+    Providers write `sslmode=require`; asyncpg calls the same option `ssl`.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+        raise SettingsError(f"DATABASE_URL must be a postgresql:// URL, not {parts.scheme}://")
+    query = [
+        ("ssl", value) if key == "sslmode" else (key, value)
+        for key, value in parse_qsl(parts.query)
+    ]
+    return urlunsplit(parts._replace(scheme="postgresql+asyncpg", query=urlencode(query)))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

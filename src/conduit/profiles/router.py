@@ -1,0 +1,39 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from conduit.platform.db.session import AutoCommitRoute, SessionDep
+from conduit.profiles import service
+from conduit.profiles.schemas import ProfileEnvelope
+from conduit.users.dependencies import CurrentUser, OptionalUser
+
+router = APIRouter(tags=["Profile"], route_class=AutoCommitRoute)
+
+UsernamePath = Annotated[str, Path(max_length=255, description="Username of the profile")]
+
+
+@router.get("/profiles/{username}", summary="Get a profile")
+async def get_profile(
+    username: UsernamePath, session: SessionDep, viewer: OptionalUser
+) -> ProfileEnvelope:
+    user = await service.get_user(session, username)
+    following = await service.is_following(session, follower=viewer, followee=user)
+    return ProfileEnvelope(profile=service.to_profile(user, following=following))
+
+
+@router.post("/profiles/{username}/follow", summary="Follow a user")
+async def follow(
+    username: UsernamePath, session: SessionDep, viewer: CurrentUser
+) -> ProfileEnvelope:
+    user = await service.get_user(session, username)
+    await service.follow(session, follower=viewer, followee=user)
+    return ProfileEnvelope(profile=service.to_profile(user, following=True))
+
+
+@router.delete("/profiles/{username}/follow", summary="Unfollow a user")
+async def unfollow(
+    username: UsernamePath, session: SessionDep, viewer: CurrentUser
+) -> ProfileEnvelope:
+    user = await service.get_user(session, username)
+    await service.unfollow(session, follower=viewer, followee=user)
+    return ProfileEnvelope(profile=service.to_profile(user, following=False))

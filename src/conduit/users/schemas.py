@@ -1,0 +1,77 @@
+from typing import Annotated
+
+from pydantic import EmailStr, Field, StringConstraints
+
+from conduit.platform.schemas import InputModel, Text, WireModel
+from conduit.users.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+BIO_MAX_LENGTH = 2_000
+IMAGE_MAX_LENGTH = 2_048
+
+# Letters, digits, underscores, dots and hyphens, starting with a letter, digit or underscore:
+# usernames appear in URLs (/profiles/<username>) and must stay readable there.
+Username = Annotated[
+    Text,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=USERNAME_MAX_LENGTH,
+        pattern=r"^\w[\w.-]*$",
+    ),
+]
+Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH)]
+Password = Annotated[
+    Text, StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+]
+Bio = Annotated[Text, StringConstraints(max_length=BIO_MAX_LENGTH)]
+ImageUrl = Annotated[Text, StringConstraints(strip_whitespace=True, max_length=IMAGE_MAX_LENGTH)]
+
+
+class NewUser(InputModel):
+    username: Username
+    email: Email
+    password: Password
+
+
+class LoginUser(InputModel):
+    email: Annotated[
+        Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=EMAIL_MAX_LENGTH)
+    ]
+    password: Annotated[Text, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+
+
+class UpdateUser(InputModel):
+    """Only the fields present change. Front ends send `null` (or an empty password) for
+    fields the user left alone, so those mean "unchanged"; `null` bio or image clears it."""
+
+    username: Username | None = None
+    email: Email | None = None
+    password: Annotated[Text, StringConstraints(max_length=PASSWORD_MAX_LENGTH)] | None = None
+    bio: Bio | None = None
+    image: ImageUrl | None = None
+
+
+class NewUserEnvelope(InputModel):
+    user: NewUser
+
+
+class LoginUserEnvelope(InputModel):
+    user: LoginUser
+
+
+class UpdateUserEnvelope(InputModel):
+    user: UpdateUser
+
+
+class UserRead(WireModel):
+    email: str
+    token: str
+    username: str
+    bio: str
+    image: str
+
+
+class UserEnvelope(WireModel):
+    user: UserRead
