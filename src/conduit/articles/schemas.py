@@ -3,7 +3,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, StringConstraints
 
 from conduit.articles.models import TAG_MAX_LENGTH
-from conduit.platform.schemas import InputModel, Text, Timestamp, WireModel
+from conduit.platform.schemas import InputModel, Storable, Timestamp, WireModel
 from conduit.profiles.schemas import ProfileRead
 
 TITLE_MAX_LENGTH = 255
@@ -12,14 +12,18 @@ BODY_MAX_LENGTH = 100_000
 MAX_TAGS = 20
 
 Title = Annotated[
-    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH),
+    Storable,
 ]
 Description = Annotated[
-    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=DESCRIPTION_MAX_LENGTH)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=DESCRIPTION_MAX_LENGTH),
+    Storable,
 ]
-Body = Annotated[Text, StringConstraints(min_length=1, max_length=BODY_MAX_LENGTH)]
+Body = Annotated[str, StringConstraints(min_length=1, max_length=BODY_MAX_LENGTH), Storable]
 Tag = Annotated[
-    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX_LENGTH)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX_LENGTH), Storable
 ]
 
 

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from conduit.platform.schemas import InputModel, Text, Timestamp, WireModel
+from conduit.platform.schemas import InputModel, Storable, Timestamp, WireModel
 from conduit.profiles.schemas import ProfileRead
 
 COMMENT_MAX_LENGTH = 10_000
@@ -10,7 +10,9 @@ COMMENT_MAX_LENGTH = 10_000
 
 class NewComment(InputModel):
     body: Annotated[
-        Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=COMMENT_MAX_LENGTH)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=COMMENT_MAX_LENGTH),
+        Storable,
     ]
 
 

@@ -62,13 +62,14 @@ def _validation_message(error: Mapping[str, Any]) -> str:
     context = error.get("ctx") or {}
     if kind == "missing":
         return "can't be blank"
-    if kind == "string_too_short":
+    is_list = context.get("field_type") == "List"
+    if kind in {"string_too_short", "too_short"} and not is_list:
         if context.get("min_length") == 1:
             return "can't be blank"
         return f"is too short (minimum is {context.get('min_length')} characters)"
-    if kind == "string_too_long":
+    if kind in {"string_too_long", "too_long"} and not is_list:
         return f"is too long (maximum is {context.get('max_length')} characters)"
-    if kind in {"too_long"}:
+    if kind == "too_long":
         return f"has too many items (maximum is {context.get('max_length')})"
     if kind in {"string_type", "string_sub_type"}:
         return "must be a string"
@@ -86,9 +87,12 @@ def _validation_message(error: Mapping[str, Any]) -> str:
         return f"must be less than or equal to {context.get('le', context.get('lt'))}"
     if kind == "json_invalid":
         return f"is not valid JSON ({context.get('error', 'malformed')})"
+    if kind == "string_pattern_mismatch":
+        return "is invalid"
     if kind == "value_error":
-        # Our own validators raise ValueError("is invalid ..."); pydantic prefixes "Value error, ".
-        return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        # email-validator explains at length; front ends show "<field> <message>".
+        return "is invalid" if "email address" in message else message
     return str(error.get("msg", "is invalid"))
 
 

@@ -25,7 +25,10 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-Text = Annotated[str, AfterValidator(_storable_text)]
+# Add last in an Annotated type, after any StringConstraints, so that whitespace is stripped and
+# lengths are checked first: Annotated[str, StringConstraints(max_length=10), Storable].
+Storable = AfterValidator(_storable_text)
+Text = Annotated[str, Storable]
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 
 

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field, StringConstraints
 
-from conduit.platform.schemas import InputModel, Text, WireModel
+from conduit.platform.schemas import InputModel, Storable, WireModel
 from conduit.users.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH
 
 PASSWORD_MIN_LENGTH = 8
@@ -13,20 +13,23 @@ IMAGE_MAX_LENGTH = 2_048
 # Letters, digits, underscores, dots and hyphens, starting with a letter, digit or underscore:
 # usernames appear in URLs (/profiles/<username>) and must stay readable there.
 Username = Annotated[
-    Text,
+    str,
     StringConstraints(
         strip_whitespace=True,
         min_length=1,
         max_length=USERNAME_MAX_LENGTH,
         pattern=r"^\w[\w.-]*$",
     ),
+    Storable,
 ]
 Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH)]
 Password = Annotated[
-    Text, StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+    str, StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH), Storable
 ]
-Bio = Annotated[Text, StringConstraints(max_length=BIO_MAX_LENGTH)]
-ImageUrl = Annotated[Text, StringConstraints(strip_whitespace=True, max_length=IMAGE_MAX_LENGTH)]
+Bio = Annotated[str, StringConstraints(max_length=BIO_MAX_LENGTH), Storable]
+ImageUrl = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=IMAGE_MAX_LENGTH), Storable
+]
 
 
 class NewUser(InputModel):
@@ -37,9 +40,13 @@ class NewUser(InputModel):
 
 class LoginUser(InputModel):
     email: Annotated[
-        Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=EMAIL_MAX_LENGTH)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=EMAIL_MAX_LENGTH),
+        Storable,
     ]
-    password: Annotated[Text, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+    password: Annotated[
+        str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH), Storable
+    ]
 
 
 class UpdateUser(InputModel):
@@ -48,7 +55,9 @@ class UpdateUser(InputModel):
 
     username: Username | None = None
     email: Email | None = None
-    password: Annotated[Text, StringConstraints(max_length=PASSWORD_MAX_LENGTH)] | None = None
+    password: Annotated[str, StringConstraints(max_length=PASSWORD_MAX_LENGTH), Storable] | None = (
+        None
+    )
     bio: Bio | None = None
     image: ImageUrl | None = None
 

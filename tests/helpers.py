@@ -1,0 +1,60 @@
+"""Small helpers that drive the API the way a client would."""
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PASSWORD = "correct horse battery"
+_counter = itertools.count(1)
+
+
+@dataclass
+class Account:
+    username: str
+    email: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.token}"}
+
+
+def unique_name(prefix: str = "user") -> str:
+    return f"{prefix}{next(_counter)}"
+
+
+async def register(
+    client: httpx.AsyncClient, username: str | None = None, *, password: str = PASSWORD
+) -> Account:
+    username = username or unique_name()
+    email = f"{username}@example.com"
+    response = await client.post(
+        "/users", json={"user": {"username": username, "email": email, "password": password}}
+    )
+    assert response.status_code == 201, response.text
+    return Account(username, email, password, response.json()["user"]["token"])
+
+
+async def create_article(
+    client: httpx.AsyncClient, author: Account, **fields: Any
+) -> dict[str, Any]:
+    article = {
+        "title": fields.pop("title", unique_name("Article ")),
+        "description": fields.pop("description", "A description"),
+        "body": fields.pop("body", "The body"),
+        **fields,
+    }
+    response = await client.post("/articles", json={"article": article}, headers=author.headers)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()["article"]
+    return result
+
+
+def errors(response: httpx.Response) -> dict[str, list[str]]:
+    body = response.json()
+    assert set(body) == {"errors"}, body
+    result: dict[str, list[str]] = body["errors"]
+    return result
