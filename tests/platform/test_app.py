@@ -1,0 +1,79 @@
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+
+from conduit.app import create_app
+from conduit.platform.settings import Settings
+from tests.helpers import errors
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_unknown_route_is_404_in_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/nothing-here")
+    assert response.status_code == 404
+    assert errors(response) == {"body": ["not found"]}
+
+
+async def test_wrong_method_is_405_in_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.patch("/tags")
+    assert response.status_code == 405
+    assert errors(response) == {"body": ["method not allowed"]}
+
+
+async def test_trailing_slash_is_served_without_redirect(client: httpx.AsyncClient) -> None:
+    response = await client.get("/tags/")
+    assert response.status_code == 200
+    assert response.json() == {"tags": []}
+
+
+async def test_cors_preflight_from_local_front_end(client: httpx.AsyncClient) -> None:
+    response = await client.options(
+        "/articles",
+        headers={
+            "Origin": "http://localhost:4200",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "http://localhost:4200"
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+
+
+async def test_cors_refuses_unknown_origin(client: httpx.AsyncClient) -> None:
+    response = await client.get("/tags", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
+    schema = await client.get("http://conduit.test/openapi.json")
+    assert schema.status_code == 200
+    assert "/api/articles/{slug}" in schema.json()["paths"]
+    docs = await client.get("http://conduit.test/docs")
+    assert docs.status_code == 200
+
+
+async def test_lifespan_serves_from_the_configured_database(settings: Settings) -> None:
+    """The real request path: the lifespan's engine, sessions and commits, no test overrides."""
+    app = create_app(settings.model_copy(update={"migrate_on_start": True}))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api") as client:
+            user = {
+                "username": "lifespan_user",
+                "email": "lifespan@example.com",
+                "password": "p" * 8,
+            }
+            created = await client.post("/users", json={"user": user})
+            assert created.status_code == 201
+            try:
+                login = await client.post("/users/login", json={"user": user})
+                assert login.status_code == 200
+            finally:
+                async with app.state.engine.begin() as connection:
+                    await connection.execute(
+                        text("DELETE FROM user_account WHERE username = :name"),
+                        {"name": "lifespan_user"},
+                    )
