@@ -3,6 +3,9 @@
 import asyncio
 import logging
 import os
+import signal
+import sys
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -61,6 +64,9 @@ def serve(
     os.environ["DATABASE_URL"] = database_url
     os.environ["MIGRATE_ON_START"] = "false"
     get_settings.cache_clear()
+    # uvicorn re-raises SIGTERM once it has drained; exiting through SystemExit instead of the
+    # default handler lets exit hooks run, which is what stops the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         "conduit.app:create_app",
         factory=True,
@@ -70,6 +76,10 @@ def serve(
         reload=reload,
         proxy_headers=False,
     )
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    sys.exit(128 + signum)
 
 
 @db_app.command()

@@ -1,0 +1,65 @@
+"""`conduit serve` as a user runs it: a real process on the embedded default."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+STARTUP_SECONDS = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(data_dir: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env["DATA_DIR"] = str(data_dir)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conduit", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base_url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                httpx.get(f"{base_url}/tags", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_data_survives_a_restart_and_sigterm_stops_the_embedded_database(tmp_path: Path) -> None:
+    user = {"username": "restart", "email": "restart@example.com", "password": "persistent"}
+    with serving(tmp_path) as api:
+        assert httpx.post(f"{api}/users", json={"user": user}).status_code == 201
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+    with serving(tmp_path) as api:
+        login = httpx.post(f"{api}/users/login", json={"user": user})
+        assert login.status_code == 200
+        token = login.json()["user"]["token"]
+        # The signing key is kept in the data folder too, so tokens outlive a restart.
+        me = httpx.get(f"{api}/user", headers={"Authorization": f"Token {token}"})
+        assert me.status_code == 200
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
