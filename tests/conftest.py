@@ -15,9 +15,12 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from conduit.app import create_app
+from conduit.platform import security
 from conduit.platform.db import migrations
 from conduit.platform.db.session import get_session
 from conduit.platform.settings import Environment, Settings, to_async_database_url
@@ -28,6 +31,18 @@ TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id at its lowest cost, so that the hundreds of sign-ups in the suite stay fast.
+
+    The code path is the production one; only the cost parameters differ. Tests marked
+    `real_password_hashing` keep the production parameters.
+    """
+    if request.node.get_closest_marker("real_password_hashing") is None:
+        cheap = Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1)
+        monkeypatch.setattr(security, "_hasher", PasswordHash((cheap,)))
 
 
 def _with_database(url: str, database: str) -> str:

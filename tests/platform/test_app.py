@@ -1,9 +1,11 @@
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from conduit.app import create_app
+from conduit.platform.db.session import SessionDep
 from conduit.platform.settings import Settings
 from tests.helpers import errors
 
@@ -77,3 +79,35 @@ async def test_lifespan_serves_from_the_configured_database(settings: Settings) 
                         text("DELETE FROM user_account WHERE username = :name"),
                         {"name": "lifespan_user"},
                     )
+
+
+async def test_value_rejected_by_the_database_is_422_not_500(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The safety net behind validation: PostgreSQL refusing a value is the client's error,
+    while other database failures stay server errors."""
+
+    @app.get("/api/test/rejected-value")
+    async def rejected_value(session: SessionDep) -> None:
+        await session.execute(text("SELECT CAST(:value AS text)"), {"value": "nul\x00"})
+
+    @app.get("/api/test/broken-query")
+    async def broken_query(session: SessionDep) -> None:
+        await session.execute(text("SELECT * FROM no_such_table"))
+
+    rejected = await client.get("/test/rejected-value")
+    assert rejected.status_code == 422
+    assert errors(rejected) == {"body": ["contains a value that is not allowed"]}
+    broken = await client.get("/test/broken-query")
+    assert broken.status_code == 500
+    assert errors(broken) == {"body": ["internal server error"]}
+
+
+async def test_unpaired_surrogate_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/users",
+        content=b'{"user": {"username": "\\ud800", "email": "a@example.com", "password": "x"}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert errors(response)["username"] == ["must be valid UTF-8 text"]

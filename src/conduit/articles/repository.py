@@ -90,6 +90,7 @@ async def tags_by_name(session: AsyncSession, names: Iterable[str]) -> list[Tag]
         .values([{"name": name} for name in wanted])
         .on_conflict_do_nothing(index_elements=["name"])
     )
+    # Python compares code points, which for UTF-8 is the byte order of the "C" collation.
     result = await session.scalars(select(Tag).where(Tag.name.in_(wanted)))
     return sorted(result, key=lambda tag: tag.name)
 
@@ -143,6 +144,6 @@ async def tag_names_in_use(session: AsyncSession) -> list[str]:
         select(Tag.name)
         .join(ArticleTag, ArticleTag.tag_id == Tag.id)
         .group_by(Tag.id)
-        .order_by(usage.desc(), Tag.name)
+        .order_by(usage.desc(), Tag.name.collate("C"))
     )
     return list(result.scalars())

@@ -21,7 +21,21 @@ Description = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=DESCRIPTION_MAX_LENGTH),
     Storable,
 ]
-Body = Annotated[str, StringConstraints(min_length=1, max_length=BODY_MAX_LENGTH), Storable]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("can't be blank")
+    return value
+
+
+# Not stripped, as Markdown indentation matters; whitespace alone is still blank.
+Body = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=BODY_MAX_LENGTH),
+    AfterValidator(_not_blank),
+    Storable,
+]
 Tag = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX_LENGTH), Storable
 ]

@@ -11,7 +11,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ def _validation_message(error: Mapping[str, Any]) -> str:
         return f"is too long (maximum is {context.get('max_length')} characters)"
     if kind == "too_long":
         return f"has too many items (maximum is {context.get('max_length')})"
+    if kind == "string_unicode":
+        return "must be valid UTF-8 text"
     if kind in {"string_type", "string_sub_type"}:
         return "must be a string"
     if kind in {"int_type", "int_parsing", "int_from_float"}:
@@ -135,10 +137,20 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+def _is_rejected_value(exc: DBAPIError) -> bool:
+    """SQLSTATE class 22, "data exception": a value out of range, badly encoded, and the like."""
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(DBAPIError, exc)
+    if not _is_rejected_value(exc):
+        return await _unexpected_error(request, exc)
     # Validation should stop bad values before they reach PostgreSQL; this is the safety net
-    # that keeps a value the database rejects (out of range, bad encoding) a client error.
-    logger.warning("database rejected a value on %s %s: %s", request.method, request.url.path, exc)
+    # that keeps a value the database rejects a client error rather than a server one.
+    logger.warning(
+        "database rejected a value on %s %s: %s", request.method, request.url.path, exc.orig
+    )
     return JSONResponse(error_body({"body": ["contains a value that is not allowed"]}), 422)
 
 
@@ -151,5 +163,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConduitError, _conduit_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -3,13 +3,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
+from conduit.platform.schemas import Text
 from conduit.profiles import service
 from conduit.profiles.schemas import ProfileEnvelope
 from conduit.users.dependencies import CurrentUser, OptionalUser
 
 router = APIRouter(tags=["Profile"], route_class=AutoCommitRoute)
 
-UsernamePath = Annotated[str, Path(max_length=255, description="Username of the profile")]
+UsernamePath = Annotated[Text, Path(max_length=255, description="Username of the profile")]
 
 
 @router.get("/profiles/{username}", summary="Get a profile")

@@ -1,0 +1,205 @@
+"""Reads cost a fixed number of SQL statements, however many rows they return."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.helpers import Account, create_article, register
+
+pytestmark = pytest.mark.anyio
+
+SMALL = 2
+LARGE = 20
+
+
+@contextmanager
+def recorded_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(
+        connection: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+@dataclass
+class World:
+    caller: Account
+    followed: list[Account]
+    strangers: list[Account]
+    article_slugs: list[str] = field(default_factory=list)
+
+    @property
+    def authors(self) -> list[Account]:
+        return [*self.followed, *self.strangers]
+
+    @property
+    def everyone(self) -> list[Account]:
+        return [self.caller, *self.authors]
+
+
+async def build_world(client: httpx.AsyncClient) -> World:
+    world = World(
+        caller=await register(client),
+        followed=[await register(client) for _ in range(3)],
+        strangers=[await register(client) for _ in range(2)],
+    )
+    for author in world.followed:
+        response = await client.post(
+            f"/profiles/{author.username}/follow", headers=world.caller.headers
+        )
+        assert response.status_code == 200, response.text
+    return world
+
+
+async def favorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None:
+    response = await client.post(f"/articles/{slug}/favorite", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def add_articles_until(client: httpx.AsyncClient, world: World, total: int) -> None:
+    """Articles by rotating authors, each with several tags, some favorited by the caller."""
+    for index in range(len(world.article_slugs), total):
+        author = world.authors[index % len(world.authors)]
+        tags = ["common", f"mod3-{index % 3}", f"mod4-{index % 4}"]
+        article = await create_article(client, author, tagList=tags)
+        world.article_slugs.append(article["slug"])
+        if index % 2 == 0:
+            await favorite(client, world.caller, article["slug"])
+        if index % 3 == 0:
+            await favorite(client, world.strangers[0], article["slug"])
+
+
+async def add_comments_until(
+    client: httpx.AsyncClient, world: World, slug: str, total: int
+) -> None:
+    listed = await client.get(f"/articles/{slug}/comments")
+    for index in range(len(listed.json()["comments"]), total):
+        commenter = world.everyone[index % len(world.everyone)]
+        response = await client.post(
+            f"/articles/{slug}/comments",
+            json={"comment": {"body": f"Comment {index}"}},
+            headers=commenter.headers,
+        )
+        assert response.status_code == 200, response.text
+
+
+async def statements_for(
+    client: httpx.AsyncClient, engine: AsyncEngine, path: str, headers: dict[str, str]
+) -> tuple[list[str], dict[str, Any]]:
+    with recorded_statements(engine) as statements:
+        response = await client.get(path, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return statements, body
+
+
+def assert_same_cost(small: list[str], large: list[str]) -> None:
+    listing = "\n---\n".join(large)
+    assert len(large) == len(small), f"{len(small)} vs {len(large)} statements:\n{listing}"
+
+
+@pytest.mark.parametrize("authenticated", [True, False], ids=["authenticated", "anonymous"])
+async def test_article_list_statements_do_not_grow_with_rows(
+    client: httpx.AsyncClient, engine: AsyncEngine, authenticated: bool
+) -> None:
+    world = await build_world(client)
+    headers = world.caller.headers if authenticated else {}
+
+    await add_articles_until(client, world, SMALL)
+    small, small_page = await statements_for(client, engine, "/articles", headers)
+    assert small_page["articlesCount"] == SMALL
+
+    await add_articles_until(client, world, LARGE)
+    large, large_page = await statements_for(client, engine, "/articles", headers)
+    assert large_page["articlesCount"] == LARGE
+    assert len(large_page["articles"]) == LARGE
+    assert len({item["author"]["username"] for item in large_page["articles"]}) == 5
+    assert any(item["favorited"] for item in large_page["articles"]) is authenticated
+    assert any(item["author"]["following"] for item in large_page["articles"]) is authenticated
+    assert all(len(item["tagList"]) == 3 for item in large_page["articles"])
+
+    assert_same_cost(small, large)
+
+
+async def test_filtered_article_list_statements_do_not_grow_with_rows(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    world = await build_world(client)
+    path = f"/articles?tag=common&favorited={world.caller.username}"
+
+    await add_articles_until(client, world, SMALL)
+    small, small_page = await statements_for(client, engine, path, world.caller.headers)
+    assert small_page["articlesCount"] == 1
+
+    await add_articles_until(client, world, LARGE)
+    large, large_page = await statements_for(client, engine, path, world.caller.headers)
+    assert large_page["articlesCount"] == LARGE // 2
+
+    assert_same_cost(small, large)
+
+
+async def test_feed_statements_do_not_grow_with_rows(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    world = await build_world(client)
+
+    await add_articles_until(client, world, SMALL)
+    small, small_feed = await statements_for(client, engine, "/articles/feed", world.caller.headers)
+    assert small_feed["articlesCount"] == SMALL
+
+    await add_articles_until(client, world, LARGE)
+    large, large_feed = await statements_for(client, engine, "/articles/feed", world.caller.headers)
+    followed_names = {account.username for account in world.followed}
+    assert large_feed["articlesCount"] == 12
+    assert {item["author"]["username"] for item in large_feed["articles"]} == followed_names
+    assert all(item["author"]["following"] for item in large_feed["articles"])
+    assert any(item["favorited"] for item in large_feed["articles"])
+
+    assert_same_cost(small, large)
+
+
+@pytest.mark.parametrize("authenticated", [True, False], ids=["authenticated", "anonymous"])
+async def test_comment_list_statements_do_not_grow_with_rows(
+    client: httpx.AsyncClient, engine: AsyncEngine, authenticated: bool
+) -> None:
+    world = await build_world(client)
+    headers = world.caller.headers if authenticated else {}
+    slug = (await create_article(client, world.followed[0]))["slug"]
+    path = f"/articles/{slug}/comments"
+
+    await add_comments_until(client, world, slug, SMALL)
+    small, small_list = await statements_for(client, engine, path, headers)
+    assert len(small_list["comments"]) == SMALL
+
+    await add_comments_until(client, world, slug, LARGE)
+    large, large_list = await statements_for(client, engine, path, headers)
+    comments = large_list["comments"]
+    assert len(comments) == LARGE
+    assert len({comment["author"]["username"] for comment in comments}) == 6
+    assert any(comment["author"]["following"] for comment in comments) is authenticated
+
+    assert_same_cost(small, large)
+
+
+async def test_statement_recording_stops_after_the_block(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    with recorded_statements(engine) as statements:
+        await client.get("/tags")
+    recorded = len(statements)
+    await client.get("/tags")
+    assert recorded > 0
+    assert len(statements) == recorded

@@ -1,0 +1,35 @@
+import pytest
+
+from conduit.platform import security
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real_password_hashing]
+
+
+async def test_passwords_are_hashed_with_argon2id_at_the_recommended_cost() -> None:
+    hashed = await security.hash_password("correct horse battery")
+    assert hashed.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert await security.verify_password("correct horse battery", hashed) == (True, None)
+    assert (await security.verify_password("wrong", hashed))[0] is False
+
+
+async def test_an_outdated_hash_is_replaced_on_login() -> None:
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    weak = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    valid, updated = await security.verify_password("pw-123456", weak.hash("pw-123456"))
+    assert valid
+    assert updated is not None
+    assert updated.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+
+
+async def test_unknown_account_still_costs_a_verification() -> None:
+    assert await security.verify_password("anything", None) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [("Token abc", "abc"), ("Bearer abc", "abc"), ("token abc", "abc"), ("  Token abc ", "abc")],
+)
+def test_reads_both_schemes(header: str, token: str) -> None:
+    assert security.token_from_header(header) == token
