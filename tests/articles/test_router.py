@@ -169,6 +169,15 @@ class TestCreate:
         stored = await get_article(client, article["slug"])
         assert stored["tagList"] == ["apple", "mango", "zebra"]
 
+    async def test_mixed_case_tags_keep_one_order_on_create_and_read(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        author = await register(client)
+        article = await create_article(client, author, tagList=["beta", "Beta", "alpha", "Alpha"])
+        assert article["tagList"] == ["Alpha", "Beta", "alpha", "beta"]
+        stored = await get_article(client, article["slug"])
+        assert stored["tagList"] == article["tagList"]
+
     async def test_tag_list_defaults_to_empty(self, client: httpx.AsyncClient) -> None:
         author = await register(client)
         article = await create_article(client, author)

@@ -46,7 +46,10 @@ class Article(IdMixin, TimestampMixin, Base):
     favorites_count: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
 
     author: Mapped["User"] = relationship(lazy="raise")
-    tags: Mapped[list[Tag]] = relationship(secondary="article_tag", lazy="raise", order_by=Tag.name)
+    # Byte order ("C" collation), as the API promises, whatever the database's locale.
+    tags: Mapped[list[Tag]] = relationship(
+        secondary="article_tag", lazy="raise", order_by=Tag.name.collate("C")
+    )
 
     __table_args__ = (
         Index("ix_article_created_at_id", text("created_at DESC"), text("id DESC")),
