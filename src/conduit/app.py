@@ -15,7 +15,11 @@ from conduit.platform.db import migrations
 from conduit.platform.db.embedded import start_embedded_postgres
 from conduit.platform.db.engine import create_engine, create_sessionmaker
 from conduit.platform.errors import install_error_handlers
-from conduit.platform.middleware import StripTrailingSlash
+from conduit.platform.middleware import (
+    RenderUnexpectedErrors,
+    RequireJsonBody,
+    StripTrailingSlash,
+)
 from conduit.platform.settings import Settings, get_settings
 from conduit.profiles.router import router as profiles_router
 from conduit.users.router import router as users_router
@@ -65,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     install_error_handlers(app)
 
+    # Added innermost first: a request meets StripTrailingSlash, CORS, then the rest.
+    app.add_middleware(RequireJsonBody)
+    app.add_middleware(RenderUnexpectedErrors)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -178,6 +178,11 @@ class TestCreate:
         stored = await get_article(client, article["slug"])
         assert stored["tagList"] == article["tagList"]
 
+    async def test_tag_limit_counts_distinct_tags(self, client: httpx.AsyncClient) -> None:
+        author = await register(client)
+        article = await create_article(client, author, tagList=["same"] * 20 + ["other"])
+        assert article["tagList"] == ["other", "same"]
+
     async def test_tag_list_defaults_to_empty(self, client: httpx.AsyncClient) -> None:
         author = await register(client)
         article = await create_article(client, author)

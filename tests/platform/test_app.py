@@ -91,6 +91,10 @@ async def test_value_rejected_by_the_database_is_422_not_500(
     async def rejected_value(session: SessionDep) -> None:
         await session.execute(text("SELECT CAST(:value AS text)"), {"value": "nul\x00"})
 
+    @app.get("/api/test/unencodable-value")
+    async def unencodable_value(session: SessionDep) -> None:
+        await session.execute(text("SELECT CAST(:value AS bigint)"), {"value": 2**63})
+
     @app.get("/api/test/broken-query")
     async def broken_query(session: SessionDep) -> None:
         await session.execute(text("SELECT * FROM no_such_table"))
@@ -98,9 +102,13 @@ async def test_value_rejected_by_the_database_is_422_not_500(
     rejected = await client.get("/test/rejected-value")
     assert rejected.status_code == 422
     assert errors(rejected) == {"body": ["contains a value that is not allowed"]}
-    broken = await client.get("/test/broken-query")
+    unencodable = await client.get("/test/unencodable-value")
+    assert unencodable.status_code == 422
+    broken = await client.get("/test/broken-query", headers={"Origin": "http://localhost:4200"})
     assert broken.status_code == 500
     assert errors(broken) == {"body": ["internal server error"]}
+    # Rendered inside the CORS middleware, so a browser front end can read it.
+    assert broken.headers["access-control-allow-origin"] == "http://localhost:4200"
 
 
 async def test_unpaired_surrogate_is_422(client: httpx.AsyncClient) -> None:
@@ -111,3 +119,39 @@ async def test_unpaired_surrogate_is_422(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 422
     assert errors(response)["username"] == ["must be valid UTF-8 text"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"user[email]=a@example.com"),
+        ("text/plain", b'{"user": {}}'),
+        (None, b'{"user": {}}'),
+    ],
+)
+async def test_body_that_is_not_json_is_415(
+    client: httpx.AsyncClient, content_type: str | None, body: bytes
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post("/users/login", content=body, headers=headers)
+    assert response.status_code == 415
+    assert errors(response) == {"Content-Type": ["must be application/json"]}
+
+
+async def test_json_with_charset_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/users/login",
+        content=b'{"user": {"email": "nobody@example.com", "password": "whatever1"}}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("body", [b'{"user": {"email": "\xc0\x80"}}', b"\xff\xfe{}"])
+async def test_body_that_is_not_utf8_is_422(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post(
+        "/users/login", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    [message] = errors(response)["body"]
+    assert message.startswith("is not valid JSON")

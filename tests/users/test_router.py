@@ -221,6 +221,24 @@ class TestCurrentUser:
         assert response.status_code == 401
         assert errors(response) == {"token": ["has expired"]}
 
+    @pytest.mark.parametrize(
+        "subject", ["²", "\u0661", "01", "0", "-1", "9223372036854775808", "9" * 5000, "1.0", " 1"]
+    )
+    async def test_token_with_a_malformed_subject_is_401(
+        self, client: httpx.AsyncClient, subject: str
+    ) -> None:
+        import jwt
+
+        from tests.conftest import TEST_JWT_SECRET
+
+        account = await register(client)
+        claims = jwt.decode(account.token, options={"verify_signature": False})
+        claims["sub"] = subject
+        token = jwt.encode(claims, TEST_JWT_SECRET, "HS256")
+        response = await client.get("/user", headers={"Authorization": f"Token {token}"})
+        assert response.status_code == 401
+        assert errors(response) == {"token": ["is invalid"]}
+
     async def test_token_of_deleted_account_is_401(self, client: httpx.AsyncClient) -> None:
         import jwt
 

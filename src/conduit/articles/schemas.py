@@ -41,11 +41,15 @@ Tag = Annotated[
 ]
 
 
-def _unique_in_order(tags: list[str]) -> list[str]:
-    return list(dict.fromkeys(tags))
+def _distinct_tags(tags: list[str]) -> list[str]:
+    distinct = list(dict.fromkeys(tags))
+    if len(distinct) > MAX_TAGS:
+        raise ValueError(f"has too many items (maximum is {MAX_TAGS})")
+    return distinct
 
 
-TagList = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_unique_in_order)]
+# The bound on the raw list only keeps absurd payloads from being validated item by item.
+TagList = Annotated[list[Tag], Field(max_length=10 * MAX_TAGS), AfterValidator(_distinct_tags)]
 
 
 class NewArticle(InputModel):

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -127,8 +128,15 @@ async def _request_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(validation_errors(exc.errors())), status_code=422)
 
 
+# FastAPI's answer to a body it cannot decode (bytes that are not UTF-8, numbers too long to
+# convert): a 400 that is really the same client error as malformed JSON.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return JSONResponse(error_body({"body": ["is not valid JSON"]}), status_code=422)
     message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
     return JSONResponse(
         error_body({"body": [message]}),
@@ -138,14 +146,17 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _is_rejected_value(exc: DBAPIError) -> bool:
-    """SQLSTATE class 22, "data exception": a value out of range, badly encoded, and the like."""
-    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
+    """A value PostgreSQL refused (SQLSTATE class 22, "data exception": out of range, badly
+    encoded...) or that the driver could not encode for it (asyncpg's DataError)."""
+    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    return sqlstate.startswith("22") or isinstance(cause, asyncpg.DataError)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(DBAPIError, exc)
     if not _is_rejected_value(exc):
-        return await _unexpected_error(request, exc)
+        raise exc
     # Validation should stop bad values before they reach PostgreSQL; this is the safety net
     # that keeps a value the database rejects a client error rather than a server one.
     logger.warning(
@@ -154,14 +165,8 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body({"body": ["contains a value that is not allowed"]}), 422)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body({"body": ["internal server error"]}), status_code=500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConduitError, _conduit_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
-    app.add_exception_handler(Exception, _unexpected_error)

@@ -5,7 +5,9 @@ Access tokens are HS256 JWTs whose subject is the user id, so they survive usern
 changes.
 """
 
+import re
 from datetime import UTC, datetime, timedelta
+from typing import TypeGuard
 
 import anyio
 import jwt
@@ -19,6 +21,8 @@ _hasher = PasswordHash.recommended()
 _DUMMY_HASH = _hasher.hash("conduit-timing-equaliser")
 
 JWT_ALGORITHM = "HS256"
+MAX_USER_ID = 2**63 - 1
+_USER_ID = re.compile(r"[1-9][0-9]{0,18}")
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 
 authorization_header = APIKeyHeader(
@@ -76,10 +80,15 @@ def user_id_from_token(token: str, *, secret: str) -> int:
     except jwt.InvalidTokenError:
         raise Unauthorized("is invalid") from None
     subject = claims.get("sub")
-    if (
-        claims.get("typ") != ACCESS_TOKEN_TYPE
-        or not isinstance(subject, str)
-        or not subject.isdigit()
-    ):
+    if claims.get("typ") != ACCESS_TOKEN_TYPE or not _is_user_id(subject):
         raise Unauthorized("is invalid")
     return int(subject)
+
+
+def _is_user_id(subject: object) -> TypeGuard[str]:
+    """A positive BIGINT written plainly, as create_access_token writes it."""
+    return (
+        isinstance(subject, str)
+        and _USER_ID.fullmatch(subject) is not None
+        and int(subject) <= MAX_USER_ID
+    )
