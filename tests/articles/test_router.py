@@ -696,7 +696,7 @@ class TestDelete:
         created = await create_article(client, author)
         response = await client.delete(f"/articles/{created['slug']}", headers=intruder.headers)
         assert response.status_code == 403
-        assert errors(response) == {"article": ["can only be changed by its author"]}
+        assert errors(response) == {"article": ["can only be deleted by its author or a moderator"]}
         assert (await get_article(client, created["slug"]))["slug"] == created["slug"]
 
     async def test_anonymous_is_401(self, client: httpx.AsyncClient) -> None:

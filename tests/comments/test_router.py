@@ -294,7 +294,7 @@ class TestDelete:
             f"/articles/{slug}/comments/{comment['id']}", headers=intruder.headers
         )
         assert response.status_code == 403
-        assert errors(response) == {"comment": ["can only be deleted by its author"]}
+        assert errors(response) == {"comment": ["can only be deleted by its author or a moderator"]}
         assert await list_comments(client, slug) == [comment]
 
     async def test_article_author_cannot_delete_others_comments(

@@ -14,7 +14,17 @@ from tests.conftest import database_name, drop_database, recreate_database
 
 pytestmark = pytest.mark.anyio
 
-TABLES = {"user_account", "follow", "article", "tag", "article_tag", "favorite", "comment"}
+TABLES = {
+    "user_account",
+    "refresh_token_family",
+    "refresh_token",
+    "follow",
+    "article",
+    "tag",
+    "article_tag",
+    "favorite",
+    "comment",
+}
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from conduit.articles import service
-from conduit.articles.dependencies import ArticleBySlug
+from conduit.articles.dependencies import ArticleBySlug, SlugPath
 from conduit.articles.schemas import (
     ArticleEnvelope,
     ArticleList,
@@ -11,8 +11,10 @@ from conduit.articles.schemas import (
     TagsEnvelope,
     UpdateArticleEnvelope,
 )
+from conduit.platform.cache import CacheDep
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
 from conduit.platform.errors import ValidationFailed
+from conduit.platform.idempotency import Idempotency
 from conduit.platform.schemas import Text
 from conduit.users.dependencies import CurrentUser, OptionalUser
 
@@ -50,6 +52,7 @@ async def feed(
 async def list_articles(
     request: Request,
     session: SessionDep,
+    cache: CacheDep,
     viewer: OptionalUser,
     tag: FilterText = None,
     author: FilterText = None,
@@ -58,8 +61,13 @@ async def list_articles(
     offset: Offset = 0,
 ) -> ArticleList:
     filters = service.ArticleFilters(tag=tag, author=author, favorited=favorited)
-    return await service.list_articles(
-        session, filters=filters, viewer=viewer, limit=_limit(request, limit), offset=offset
+    return await service.list_cached(
+        session,
+        cache,
+        filters=filters,
+        viewer=viewer,
+        limit=_limit(request, limit),
+        offset=offset,
     )
 
 
@@ -67,17 +75,20 @@ async def list_articles(
     "/articles", tags=["Articles"], status_code=status.HTTP_201_CREATED, summary="Create an article"
 )
 async def create_article(
-    body: NewArticleEnvelope, session: SessionDep, user: CurrentUser
+    body: NewArticleEnvelope, session: SessionDep, user: CurrentUser, idempotency: Idempotency
 ) -> ArticleEnvelope:
     row = await service.create(session, author=user, new=body.article)
-    return ArticleEnvelope(article=await service.to_read(session, row, user))
+    envelope = ArticleEnvelope(article=await service.to_read(session, row, user))
+    idempotency.remember(session, envelope, status_code=status.HTTP_201_CREATED)
+    return envelope
 
 
 @router.get("/articles/{slug}", tags=["Articles"], summary="Get an article")
 async def get_article(
-    row: ArticleBySlug, session: SessionDep, viewer: OptionalUser
+    slug: SlugPath, session: SessionDep, cache: CacheDep, viewer: OptionalUser
 ) -> ArticleEnvelope:
-    return ArticleEnvelope(article=await service.to_read(session, row, viewer))
+    article = await service.get_cached(session, cache, slug=slug, viewer=viewer)
+    return ArticleEnvelope(article=article)
 
 
 @router.put("/articles/{slug}", tags=["Articles"], summary="Update an article")
@@ -118,5 +129,5 @@ async def unfavorite_article(
 
 
 @router.get("/tags", tags=["Tags"], summary="Get tags")
-async def get_tags(session: SessionDep) -> TagsEnvelope:
-    return TagsEnvelope(tags=await service.tags(session))
+async def get_tags(session: SessionDep, cache: CacheDep) -> TagsEnvelope:
+    return TagsEnvelope(tags=await service.tags_cached(session, cache))

@@ -1,6 +1,14 @@
-"""Articles, tags, favorites and the personal feed."""
+"""Articles, tags, favorites and the personal feed.
 
-from dataclasses import dataclass
+Article reads, anonymous or not, go through the cache (`platform.cache`): an entry holds what
+every caller sees, with `favorited` and `following` false, and the caller's own flags are
+read per request. Writes invalidate the generations their change touches after commit.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
@@ -16,12 +24,21 @@ from conduit.articles.schemas import (
     NewArticle,
     UpdateArticle,
 )
+from conduit.platform.cache import Cache, invalidate_after_commit
 from conduit.platform.errors import Forbidden, NotFound, ValidationFailed
 from conduit.profiles import service as profiles_service
 from conduit.users import repository as users_repository
 from conduit.users.models import User
 
 SLUG_ATTEMPTS = 5
+
+# Cache generations: every article list, and the tags in use.
+ARTICLE_LISTS = "articles"
+TAGS = "tags"
+
+
+def article_generation(slug: str) -> str:
+    return f"article:{slug}"
 
 
 class ArticleNotFound(NotFound):
@@ -31,6 +48,11 @@ class ArticleNotFound(NotFound):
 class NotArticleAuthor(Forbidden):
     field = "article"
     message = "can only be changed by its author"
+
+
+class NotArticleAuthorOrModerator(Forbidden):
+    field = "article"
+    message = "can only be deleted by its author or a moderator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +103,32 @@ async def to_read(session: AsyncSession, row: ArticleRow, viewer: User | None) -
     )
 
 
-async def list_articles(
-    session: AsyncSession, *, filters: ArticleFilters, viewer: User | None, limit: int, offset: int
-) -> ArticleList:
+async def _conditions(
+    session: AsyncSession, filters: ArticleFilters
+) -> list[ColumnElement[bool]] | None:
+    """The filters as SQL conditions; None when a named user does not exist (no match)."""
     conditions: list[ColumnElement[bool]] = []
     if filters.tag is not None:
         conditions.append(repository.tagged_with(filters.tag))
     if filters.author is not None:
         author = await users_repository.get_by_username(session, filters.author)
         if author is None:
-            return ArticleList(articles=[], articles_count=0)
+            return None
         conditions.append(Article.author_id == author.id)
     if filters.favorited is not None:
         fan = await users_repository.get_by_username(session, filters.favorited)
         if fan is None:
-            return ArticleList(articles=[], articles_count=0)
+            return None
         conditions.append(repository.favorited_by(fan.id))
+    return conditions
+
+
+async def list_articles(
+    session: AsyncSession, *, filters: ArticleFilters, viewer: User | None, limit: int, offset: int
+) -> ArticleList:
+    conditions = await _conditions(session, filters)
+    if conditions is None:
+        return ArticleList(articles=[], articles_count=0)
     rows, total = await repository.get_page(
         session,
         conditions=conditions,
@@ -157,6 +189,7 @@ async def create(session: AsyncSession, *, author: User, new: NewArticle) -> Art
     )
     await _insert_with_unique_slug(session, article, new.title)
     await session.refresh(article, ["created_at", "updated_at"])
+    invalidate_after_commit(session, article_generation(article.slug), ARTICLE_LISTS, TAGS)
     return ArticleRow(article, favorited=False)
 
 
@@ -176,25 +209,141 @@ async def update(
     article.updated_at = func.now()
     await session.flush()
     await session.refresh(article, ["updated_at"])
+    stale = [article_generation(article.slug), ARTICLE_LISTS]
+    invalidate_after_commit(session, *stale, *([TAGS] if changes.tag_list is not None else []))
     return row
 
 
 async def delete(session: AsyncSession, *, row: ArticleRow, user: User) -> None:
-    ensure_author(row.article, user)
+    if row.article.author_id != user.id and not user.can_moderate:
+        raise NotArticleAuthorOrModerator()
     await repository.delete(session, row.article.id)
+    invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS, TAGS)
 
 
 async def favorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
-    await repository.add_favorite(session, user_id=user.id, article_id=row.article.id)
+    if await repository.add_favorite(session, user_id=user.id, article_id=row.article.id):
+        invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS)
     await session.refresh(row.article, ["favorites_count"])
     return ArticleRow(row.article, favorited=True)
 
 
 async def unfavorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
-    await repository.remove_favorite(session, user_id=user.id, article_id=row.article.id)
+    if await repository.remove_favorite(session, user_id=user.id, article_id=row.article.id):
+        invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS)
     await session.refresh(row.article, ["favorites_count"])
     return ArticleRow(row.article, favorited=False)
 
 
 async def tags(session: AsyncSession) -> list[str]:
     return await repository.tag_names_in_use(session)
+
+
+async def tags_cached(session: AsyncSession, cache: Cache) -> list[str]:
+    async def load() -> list[str]:
+        return await tags(session)
+
+    names: list[str] = await cache.get_or_load("tags", "tags", generations=[TAGS], load=load)
+    return names
+
+
+async def get_cached(
+    session: AsyncSession, cache: Cache, *, slug: str, viewer: User | None
+) -> ArticleRead:
+    """The article as `viewer` sees it, from the cache when it holds a current entry."""
+
+    async def load() -> dict[str, Any] | None:
+        row = await repository.get_by_slug(session, slug, viewer_id=None)
+        if row is None:
+            return None
+        read = await to_read(session, row, None)
+        return {
+            "id": row.article.id,
+            "authorId": row.article.author_id,
+            "article": read.model_dump(mode="json"),
+        }
+
+    entry = await cache.get_or_load(
+        "article",
+        f"article:{slug}",
+        generations=[article_generation(slug), ARTICLE_LISTS, profiles_service.AUTHORS],
+        load=load,
+    )
+    if entry is None:
+        raise ArticleNotFound()
+    article = ArticleRead.model_validate(entry["article"])
+    if viewer is None:
+        return article
+    favorited = await repository.favorited_among(session, viewer.id, [entry["id"]])
+    followed = await profiles_service.followed_among(
+        session, follower=viewer, candidates=[entry["authorId"]]
+    )
+    return article.model_copy(
+        update={
+            "favorited": entry["id"] in favorited,
+            "author": article.author.model_copy(update={"following": bool(followed)}),
+        }
+    )
+
+
+async def list_cached(
+    session: AsyncSession,
+    cache: Cache,
+    *,
+    filters: ArticleFilters,
+    viewer: User | None,
+    limit: int,
+    offset: int,
+) -> ArticleList:
+    """A page of articles as `viewer` sees it; the page itself is shared by every caller."""
+
+    async def load() -> dict[str, Any]:
+        conditions = await _conditions(session, filters)
+        if conditions is None:
+            return {"articlesCount": 0, "articles": []}
+        rows, total = await repository.get_page(
+            session, conditions=conditions, viewer_id=None, limit=limit, offset=offset
+        )
+        page = await _summaries(session, rows, total, None)
+        return {
+            "articlesCount": total,
+            "articles": [
+                {
+                    "id": row.article.id,
+                    "authorId": row.article.author_id,
+                    "summary": summary.model_dump(mode="json"),
+                }
+                for row, summary in zip(rows, page.articles, strict=True)
+            ],
+        }
+
+    query = json.dumps({**asdict(filters), "limit": limit, "offset": offset}, sort_keys=True)
+    entry = await cache.get_or_load(
+        "articles",
+        f"articles:{hashlib.sha256(query.encode()).hexdigest()[:32]}",
+        generations=[ARTICLE_LISTS, profiles_service.AUTHORS],
+        load=load,
+    )
+    items: list[dict[str, Any]] = entry["articles"]
+    favorited: set[int] = set()
+    followed: set[int] = set()
+    if viewer is not None and items:
+        favorited = await repository.favorited_among(
+            session, viewer.id, [item["id"] for item in items]
+        )
+        followed = await profiles_service.followed_among(
+            session, follower=viewer, candidates={item["authorId"] for item in items}
+        )
+    summaries = []
+    for item in items:
+        summary = ArticleSummary.model_validate(item["summary"])
+        if viewer is not None:
+            following = item["authorId"] in followed
+            summary = summary.model_copy(
+                update={
+                    "favorited": item["id"] in favorited,
+                    "author": summary.author.model_copy(update={"following": following}),
+                }
+            )
+        summaries.append(summary)
+    return ArticleList(articles=summaries, articles_count=entry["articlesCount"])

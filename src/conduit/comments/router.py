@@ -6,6 +6,7 @@ from conduit.articles.dependencies import ArticleBySlug
 from conduit.comments import service
 from conduit.comments.schemas import CommentEnvelope, CommentList, NewCommentEnvelope
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
+from conduit.platform.idempotency import Idempotency
 from conduit.users.dependencies import CurrentUser, OptionalUser
 
 router = APIRouter(tags=["Comments"], route_class=AutoCommitRoute)
@@ -22,11 +23,17 @@ async def list_comments(
 
 @router.post("/articles/{slug}/comments", summary="Comment on an article")
 async def add_comment(
-    user: CurrentUser, body: NewCommentEnvelope, row: ArticleBySlug, session: SessionDep
+    user: CurrentUser,
+    body: NewCommentEnvelope,
+    row: ArticleBySlug,
+    session: SessionDep,
+    idempotency: Idempotency,
 ) -> CommentEnvelope:
     comment = await service.add(session, article=row.article, author=user, new=body.comment)
     # The author is the caller, and nobody follows themselves.
-    return CommentEnvelope(comment=service.to_read(comment, following=False))
+    envelope = CommentEnvelope(comment=service.to_read(comment, following=False))
+    idempotency.remember(session, envelope, status_code=status.HTTP_200_OK)
+    return envelope
 
 
 @router.delete(

@@ -19,7 +19,7 @@ class CommentNotFound(NotFound):
 
 class NotCommentAuthor(Forbidden):
     field = "comment"
-    message = "can only be deleted by its author"
+    message = "can only be deleted by its author or a moderator"
 
 
 def to_read(comment: Comment, *, following: bool) -> CommentRead:
@@ -64,6 +64,6 @@ async def remove(session: AsyncSession, *, article: Article, comment_id: int, us
     )
     if author_id is None:
         raise CommentNotFound()
-    if author_id != user.id:
+    if author_id != user.id and not user.can_moderate:
         raise NotCommentAuthor()
     await session.execute(sql_delete(Comment).where(Comment.id == comment_id))

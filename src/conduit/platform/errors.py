@@ -22,6 +22,9 @@ class ConduitError(Exception):
     status_code = 400
     field = "body"
     message = "is invalid"
+    # True when the request's writes so far must be committed even though it fails, such as
+    # the revocation that answers a stolen token.
+    keeps_changes = False
 
     def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
         self.errors: dict[str, list[str]] = {field or self.field: [message or self.message]}

@@ -1,14 +1,27 @@
-"""Small ASGI middleware around the routes: path normalisation, content type, last-resort errors."""
+"""Small ASGI middleware around the routes: path normalisation, content type, body size,
+security headers, the access log and the in-flight gauge, last-resort errors."""
 
+import base64
+import hashlib
 import logging
+import re
+import time
+from collections.abc import Collection
 
-from starlette.datastructures import Headers
+from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conduit.platform.errors import error_body
+from conduit.platform.observability import metrics
+from conduit.platform.observability.logging import get_logger, request_log_context
 
 logger = logging.getLogger(__name__)
+ACCESS_LOGGER = "conduit.access"
+access_log = get_logger(ACCESS_LOGGER)
 
 
 class StripTrailingSlash:
@@ -88,3 +101,239 @@ class RenderUnexpectedErrors:
                 raise
             response = JSONResponse(error_body({"body": ["internal server error"]}), 500)
             await response(scope, receive, send)
+
+
+class LimitBodySize:
+    """Answer 413 to a request body over `max_bytes`: at once when Content-Length says so,
+    otherwise as soon as the streamed body passes the limit.
+
+    FastAPI's own `max_body_size` answers the first case in plain text; this keeps the
+    RealWorld error shape for both.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(Headers(scope=scope))
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            # Raised where no exception handler runs, such as a middleware reading the body.
+            if response_started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(error_body({"body": [_too_large(self.max_bytes)]}), 413)
+        await response(scope, receive, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive`; an HTTPException, so FastAPI renders it rather than calling the
+    body unparsable."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=_too_large(max_bytes))
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"is too large (maximum is {max_bytes} bytes)"
+
+
+def _content_length(headers: Headers) -> int | None:
+    try:
+        return int(headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+HSTS = "max-age=31536000"
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def page_content_security_policy(html: bytes) -> str:
+    """The policy for the documentation pages: Swagger UI and ReDoc from their CDN, and only
+    the inline scripts of this very page, by hash."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(html)
+    )
+    return "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src 'self' https://cdn.jsdelivr.net {hashes}".rstrip(),
+            # Swagger UI sets style attributes from its scripts; those cannot be hashed.
+            "style-src 'self' https://cdn.jsdelivr.net https://fonts.googleapis.com "
+            "'unsafe-inline'",
+            "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+            "font-src https://fonts.gstatic.com",
+            "connect-src 'self'",
+            "worker-src blob:",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
+
+
+class SecurityHeaders:
+    """Headers that tell browsers how to treat every response.
+
+    `nosniff` and `no-referrer` everywhere; a Content-Security-Policy that allows nothing on
+    the API's JSON and what the documentation pages in `page_paths` need on them; HSTS only on
+    a request that arrived over TLS, as a browser ignores it otherwise and a plain-HTTP
+    development server must not pin itself to HTTPS.
+    """
+
+    def __init__(self, app: ASGIApp, *, page_paths: Collection[str] = ()) -> None:
+        self.app = app
+        self.page_paths = frozenset(page_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        over_tls = scope.get("scheme") == "https"
+        if scope["path"] in self.page_paths:
+            await self._page(scope, receive, send, over_tls=over_tls)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_headers(message, API_CONTENT_SECURITY_POLICY, over_tls=over_tls)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _page(self, scope: Scope, receive: Receive, send: Send, *, over_tls: bool) -> None:
+        # The policy names the page's inline scripts, so it waits for the (small) page.
+        start: Message | None = None
+        body = bytearray()
+
+        async def buffered_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            _add_headers(start, page_content_security_policy(bytes(body)), over_tls=over_tls)
+            await send(start)
+            await send({"type": "http.response.body", "body": bytes(body)})
+
+        await self.app(scope, receive, buffered_send)
+
+
+def _add_headers(start: Message, content_security_policy: str, *, over_tls: bool) -> None:
+    headers = MutableHeaders(scope=start)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Content-Security-Policy", content_security_policy)
+    if over_tls:
+        headers.setdefault("Strict-Transport-Security", HSTS)
+
+
+class CountInFlight:
+    """Keep the `http_requests_in_flight` gauge."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics.HTTP_REQUESTS_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            metrics.HTTP_REQUESTS_IN_FLIGHT.dec()
+
+
+class AccessLog:
+    """Write one `request` line per HTTP request: method, path, route template, status and
+    duration, plus what the log context adds (request id, trace id, user id).
+
+    Probes and scrapes (`/health/...`, `/metrics`) are logged at DEBUG, so that they do not
+    bury the traffic at the default level.
+    """
+
+    def __init__(self, app: ASGIApp, *, quiet_prefixes: tuple[str, ...] = ("/health/", "/metrics")):
+        self.app = app
+        self.quiet_prefixes = quiet_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        with request_log_context():
+            try:
+                await self.app(scope, receive, recording_send)
+            finally:
+                self._log(scope, status, time.perf_counter() - started)
+
+    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+        path: str = scope["path"]
+        level = logging.DEBUG if path.startswith(self.quiet_prefixes) else logging.INFO
+        if not logging.getLogger(ACCESS_LOGGER).isEnabledFor(level):
+            return
+        client = scope.get("client")
+        access_log.log(
+            level,
+            "request",
+            method=scope["method"],
+            path=path,
+            route=get_route_name(Request(scope), should_include_root_path=False),
+            status=status,
+            duration_ms=round(seconds * 1000, 2),
+            client=client[0] if client else None,
+        )
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What proxies and clients use as request ids (UUIDs, hex, ULIDs, AWS trace ids), and nothing
+# that could break a log line or a header.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
+
+
+def is_valid_request_id(value: str) -> bool:
+    return _REQUEST_ID.fullmatch(value) is not None

@@ -1,11 +1,16 @@
-"""Password hashing and access tokens.
+"""Password hashing, access tokens and refresh tokens.
 
 Passwords are hashed with argon2id at the library's recommended cost, off the event loop.
 Access tokens are HS256 JWTs whose subject is the user id, so they survive username and email
-changes.
+changes; their `ver` claim is the account's token version when they were issued, so bumping
+the version revokes them all. Refresh tokens are opaque random strings, stored only as their
+SHA-256 digest: with 256 bits of entropy they cannot be guessed, so a slow hash adds nothing.
 """
 
+import hashlib
 import re
+import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeGuard
 
@@ -24,6 +29,8 @@ JWT_ALGORITHM = "HS256"
 MAX_USER_ID = 2**63 - 1
 _USER_ID = re.compile(r"[1-9][0-9]{0,18}")
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
+MAX_TOKEN_VERSION = 2**31 - 1
+REFRESH_TOKEN_BYTES = 32
 
 authorization_header = APIKeyHeader(
     name="Authorization",
@@ -45,11 +52,18 @@ async def verify_password(password: str, password_hash: str | None) -> tuple[boo
     return await anyio.to_thread.run_sync(_hasher.verify_and_update, password, password_hash)
 
 
-def create_access_token(user_id: int, *, secret: str, ttl_seconds: int) -> str:
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    token_version: int
+
+
+def create_access_token(user_id: int, *, token_version: int, secret: str, ttl_seconds: int) -> str:
     now = datetime.now(UTC)
     claims = {
         "sub": str(user_id),
         "typ": ACCESS_TOKEN_TYPE,
+        "ver": token_version,
         "iat": now,
         "exp": now + timedelta(seconds=ttl_seconds),
     }
@@ -67,7 +81,7 @@ def token_from_header(header_value: str | None) -> str | None:
     return token
 
 
-def user_id_from_token(token: str, *, secret: str) -> int:
+def read_access_token(token: str, *, secret: str) -> AccessClaims:
     try:
         claims = jwt.decode(
             token,
@@ -80,9 +94,15 @@ def user_id_from_token(token: str, *, secret: str) -> int:
     except jwt.InvalidTokenError:
         raise Unauthorized("is invalid") from None
     subject = claims.get("sub")
-    if claims.get("typ") != ACCESS_TOKEN_TYPE or not _is_user_id(subject):
+    # Tokens issued before versions existed carry none; they belong to version 0.
+    version = claims.get("ver", 0)
+    if (
+        claims.get("typ") != ACCESS_TOKEN_TYPE
+        or not _is_user_id(subject)
+        or not _is_token_version(version)
+    ):
         raise Unauthorized("is invalid")
-    return int(subject)
+    return AccessClaims(user_id=int(subject), token_version=version)
 
 
 def _is_user_id(subject: object) -> TypeGuard[str]:
@@ -92,3 +112,15 @@ def _is_user_id(subject: object) -> TypeGuard[str]:
         and _USER_ID.fullmatch(subject) is not None
         and int(subject) <= MAX_USER_ID
     )
+
+
+def _is_token_version(version: object) -> TypeGuard[int]:
+    return type(version) is int and 0 <= version <= MAX_TOKEN_VERSION
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+def hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()

@@ -6,14 +6,17 @@ Every field is documented in the README's configuration table; keep the two in s
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from limits import parse_many
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -26,8 +29,37 @@ class Environment(StrEnum):
     production = "production"
 
 
+class LogFormat(StrEnum):
+    auto = "auto"
+    json = "json"
+    console = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
 class SettingsError(RuntimeError):
     """The configuration cannot be used; the message says what to change."""
+
+
+def _parse_rate_limit(value: str) -> str:
+    """Rate limits use the `limits` notation: `100/minute`, `10 per 15 minutes`, or several
+    separated by `;` (`10/second;300/minute`)."""
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a rate limit such as '100/minute' or '10/15minutes'"
+        ) from None
+    return value
+
+
+RateLimit = Annotated[str, AfterValidator(_parse_rate_limit)]
 
 
 class Settings(BaseSettings):
@@ -45,11 +77,48 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr | None = None
     access_token_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
 
     cors_origins: Annotated[list[str], NoDecode] = []
     cors_origin_regex: str | None = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
+    cors_allow_credentials: bool = False
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    shutdown_grace_seconds: int = Field(default=25, ge=0)
+    health_check_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    log_format: LogFormat = LogFormat.auto
+    log_level: LogLevel = LogLevel.INFO
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "conduit"
 
     max_page_size: int = Field(default=100, ge=1, le=1000)
+
+    redis_url: str | None = None
+    redis_key_prefix: str = "conduit:"
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    redis_retry_seconds: float = Field(default=5.0, ge=0)
+
+    cache_enabled: bool = True
+    cache_ttl_seconds: int = Field(default=300, ge=1)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+    rate_limit_enabled: bool = True
+    rate_limit_fail_open: bool = True
+    rate_limit_anonymous: RateLimit = "300/minute"
+    rate_limit_tiers: dict[str, RateLimit | None] = {
+        "free": "600/minute",
+        "pro": "3000/minute",
+        "unlimited": None,
+    }
+    rate_limit_default_tier: str = "free"
+    rate_limit_user_tiers: dict[int, str] = {}
+    rate_limit_writes: RateLimit = "60/minute"
+    rate_limit_login: RateLimit = "30/minute"
+    rate_limit_register: RateLimit = "20/hour"
+    rate_limit_login_failures_per_account: RateLimit = "10/15minutes"
+    rate_limit_login_failures_per_ip: RateLimit = "50/15minutes"
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -58,10 +127,53 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("database_url", mode="before")
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("database_url", "otel_exporter_otlp_endpoint", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _refuse_any_origin_with_credentials(self) -> Self:
+        if not self.cors_allow_credentials:
+            return self
+        any_origin = "*" in self.cors_origins or (
+            self.cors_origin_regex is not None
+            and re.fullmatch(self.cors_origin_regex, "https://any-origin.invalid") is not None
+        )
+        if any_origin:
+            raise SettingsError(
+                "CORS_ALLOW_CREDENTIALS cannot be combined with an origin list or pattern that "
+                "admits any origin: name the allowed origins"
+            )
+        return self
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_redis_url_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [proxy.strip() for proxy in value.split(",") if proxy.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _known_rate_limit_tiers(self) -> Self:
+        tiers = {self.rate_limit_default_tier, *self.rate_limit_user_tiers.values()}
+        unknown = sorted(tiers - set(self.rate_limit_tiers))
+        if unknown:
+            raise SettingsError(
+                f"rate-limit tier {', '.join(unknown)} is not defined in RATE_LIMIT_TIERS "
+                f"(defined: {', '.join(sorted(self.rate_limit_tiers))})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:

@@ -2,6 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from conduit.platform.cache import CacheDep
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
 from conduit.platform.schemas import Text
 from conduit.profiles import service
@@ -15,11 +16,10 @@ UsernamePath = Annotated[Text, Path(max_length=255, description="Username of the
 
 @router.get("/profiles/{username}", summary="Get a profile")
 async def get_profile(
-    username: UsernamePath, session: SessionDep, viewer: OptionalUser
+    username: UsernamePath, session: SessionDep, cache: CacheDep, viewer: OptionalUser
 ) -> ProfileEnvelope:
-    user = await service.get_user(session, username)
-    following = await service.is_following(session, follower=viewer, followee=user)
-    return ProfileEnvelope(profile=service.to_profile(user, following=following))
+    profile = await service.get_profile_cached(session, cache, username=username, viewer=viewer)
+    return ProfileEnvelope(profile=profile)
 
 
 @router.post("/profiles/{username}/follow", summary="Follow a user")

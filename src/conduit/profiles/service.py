@@ -1,16 +1,29 @@
-"""Public profiles and the follow graph."""
+"""Public profiles and the follow graph.
+
+Profile reads go through the cache (`platform.cache`) without the caller's `following` flag,
+which is read per request; so following someone changes nothing cached.
+"""
 
 from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conduit.platform.cache import Cache, invalidate_after_commit
 from conduit.platform.errors import NotFound, ValidationFailed
 from conduit.profiles.models import Follow
 from conduit.profiles.schemas import ProfileRead
 from conduit.users import repository as users_repository
 from conduit.users.models import User
+
+# Cache generations: every profile embedded in cached articles and lists, and one profile.
+AUTHORS = "authors"
+
+
+def profile_generation(username: str) -> str:
+    return f"profile:{username.lower()}"
 
 
 class ProfileNotFound(NotFound):
@@ -67,3 +80,31 @@ async def unfollow(session: AsyncSession, *, follower: User, followee: User) -> 
 def followee_ids(follower_id: int) -> Select[int]:
     """A subquery of the ids `follower_id` follows, for other modules' filters."""
     return select(Follow.followee_id).where(Follow.follower_id == follower_id)
+
+
+async def get_profile_cached(
+    session: AsyncSession, cache: Cache, *, username: str, viewer: User | None
+) -> ProfileRead:
+    async def load() -> dict[str, Any] | None:
+        user = await users_repository.get_by_username(session, username)
+        if user is None:
+            return None
+        return {"id": user.id, "profile": to_profile(user, following=False).model_dump()}
+
+    entry = await cache.get_or_load(
+        "profile",
+        f"profile:{username.lower()}",
+        generations=[profile_generation(username)],
+        load=load,
+    )
+    if entry is None:
+        raise ProfileNotFound()
+    profile = ProfileRead.model_validate(entry["profile"])
+    followed = await followed_among(session, follower=viewer, candidates=[entry["id"]])
+    return profile.model_copy(update={"following": bool(followed)})
+
+
+def public_profile_changed(session: AsyncSession, *usernames: str) -> None:
+    """After commit, stop serving the cached profile under each of `usernames` (old and new
+    names after a rename) and every cached article or list that embeds an author."""
+    invalidate_after_commit(session, AUTHORS, *(profile_generation(name) for name in usernames))

@@ -3,10 +3,10 @@
 Usernames and emails compare case-insensitively, as their unique indexes do.
 """
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conduit.users.models import User
+from conduit.users.models import Role, User
 
 
 async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
@@ -48,3 +48,30 @@ async def taken_fields(
         if email is not None and row.email.lower() == email.lower():
             taken.add("email")
     return taken
+
+
+async def get_page(
+    session: AsyncSession,
+    *,
+    role: Role | None = None,
+    suspended: bool | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[User], int]:
+    """Accounts newest first, optionally of one role or suspension state, with the total count."""
+    conditions: list[ColumnElement[bool]] = []
+    if role is not None:
+        conditions.append(User.role == role)
+    if suspended is not None:
+        conditions.append(
+            User.suspended_at.is_not(None) if suspended else User.suspended_at.is_(None)
+        )
+    total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
+    users = await session.scalars(
+        select(User)
+        .where(*conditions)
+        .order_by(User.created_at.desc(), User.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(users), total or 0

@@ -5,6 +5,7 @@ from pydantic import EmailStr, Field, StringConstraints
 from conduit.platform.schemas import InputModel, Storable, WireModel
 from conduit.users.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH
 
+REFRESH_TOKEN_MAX_LENGTH = 256
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 BIO_MAX_LENGTH = 2_000
@@ -62,6 +63,12 @@ class UpdateUser(InputModel):
     image: ImageUrl | None = None
 
 
+class UserRefreshToken(InputModel):
+    refresh_token: Annotated[
+        str, StringConstraints(min_length=1, max_length=REFRESH_TOKEN_MAX_LENGTH), Storable
+    ]
+
+
 class NewUserEnvelope(InputModel):
     user: NewUser
 
@@ -74,6 +81,10 @@ class UpdateUserEnvelope(InputModel):
     user: UpdateUser
 
 
+class UserRefreshTokenEnvelope(InputModel):
+    user: UserRefreshToken
+
+
 class UserRead(WireModel):
     email: str
     token: str
@@ -84,3 +95,14 @@ class UserRead(WireModel):
 
 class UserEnvelope(WireModel):
     user: UserRead
+
+
+class SignedInUserRead(UserRead):
+    """The user with both tokens of a new session: `token` for requests, `refreshToken` to get
+    the next pair once it expires."""
+
+    refresh_token: str
+
+
+class SignedInUserEnvelope(WireModel):
+    user: SignedInUserRead

@@ -1,12 +1,15 @@
 """Programmatic Alembic: upgrade, downgrade and report the schema revision of a database."""
 
+from functools import lru_cache
 from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from conduit.platform.settings import to_async_database_url
 
@@ -45,6 +48,24 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
 async def downgrade(url: str, revision: str = "-1") -> None:
     await _run(url, "downgrade", revision)
+
+
+@lru_cache
+def head_revisions() -> frozenset[str]:
+    """The revisions the migration scripts lead to (one, unless branches are unmerged)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+async def applied_revisions(engine: AsyncEngine) -> frozenset[str]:
+    """The revisions the database behind `engine` is at; empty for an unmigrated database.
+
+    Read with plain SQL: alembic's MigrationContext logs two lines each time, and a startup
+    probe asks every few seconds.
+    """
+    async with engine.connect() as connection:
+        if not await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+            return frozenset()
+        return frozenset(await connection.scalars(text("SELECT version_num FROM alembic_version")))
 
 
 async def current_revision(url: str) -> str | None:

@@ -1,0 +1,304 @@
+"""Cache-aside reads on cashews: in the process by default (`mem://`), in Redis with `REDIS_URL`.
+
+Entries are never trusted by age alone. Each one records the *generations* of the data it was
+built from (`article:<slug>`, `articles`, `authors`...): random tokens that a write replaces
+after its transaction commits (`invalidate_after_commit`). An entry is served only while all
+its generations are unchanged, so:
+
+- a read that loaded old rows just before a commit stores them under the old generation, and
+  nobody is served them afterwards (the race that deleting keys after commit leaves open);
+- invalidating a whole family (every article list) is one write, with no key scans;
+- a lost generation key (eviction, restart) only causes misses, since a new one is random.
+
+When a hot entry is missing or stale, one request per key rebuilds it while the others wait on
+cashews' lock and then read the fresh entry (no stampede on the database). Any cache failure
+falls back to the database: a read never fails because of the cache.
+"""
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Annotated, Any, Final, Generic, TypeVar, cast
+
+from cashews import Cache as CashewsCache
+from cashews.exceptions import CacheBackendInteractionError
+from fastapi import Depends, Request
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conduit.platform.db.session import SESSION_CACHE_KEY, after_commit
+from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
+from conduit.platform.redis import Circuit, redis_connection_options
+from conduit.platform.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JsonValue = Any
+T = TypeVar("T")
+
+MEMORY_MAX_ENTRIES = 10_000
+# Longer than any rebuild should take; a crashed holder frees the key after this.
+REBUILD_LOCK_SECONDS = 10
+REBUILD_POLL_SECONDS = 0.02
+# Generations outlive the entries built on them; expiring one only causes misses.
+GENERATION_TTL_SECONDS = 7 * 24 * 3600
+
+_BACKEND_ERRORS: Final = (CacheBackendInteractionError, RedisError, OSError, TimeoutError)
+_PENDING_GENERATIONS = "conduit.cache.stale_generations"
+
+
+class CacheUnavailable(Exception):
+    """The cache backend could not be reached; callers fall back to the source of truth."""
+
+
+class Cache:
+    """The app's cache: cache-aside reads validated by generations, plus the small key-value
+    operations the idempotency store needs, all on one backend."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.cache_enabled
+        self.ttl_seconds = settings.cache_ttl_seconds
+        self.prefix = settings.redis_key_prefix
+        self.circuit = Circuit("cache", settings.redis_retry_seconds)
+        self._backend = CashewsCache(name=f"conduit-{uuid.uuid4().hex}")
+        if settings.redis_url is None:
+            # No expiry sweeper task: expired entries go on access or by LRU at the size cap.
+            self._backend.setup(
+                f"mem://?size={MEMORY_MAX_ENTRIES}&check_interval=0", pickle_type="json"
+            )
+        else:
+            options = redis_connection_options(settings)
+            self._backend.setup(
+                settings.redis_url,
+                pickle_type="json",
+                suppress=False,
+                client_name=options["client_name"],
+                socket_timeout=options["socket_timeout"],
+                socket_connect_timeout=options["socket_connect_timeout"],
+                retry=options["retry"],
+                max_connections=options["max_connections"],
+                wait_for_connection_timeout=settings.redis_timeout_seconds,
+            )
+
+    async def aclose(self) -> None:
+        await self._backend.close()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def _generation_key(self, generation: str) -> str:
+        return f"{self.prefix}gen:{generation}"
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        if self.circuit.is_open:
+            raise CacheUnavailable("bypassed after a recent failure")
+        try:
+            result = await operation()
+        except _BACKEND_ERRORS as error:
+            self.circuit.record_failure(error)
+            raise CacheUnavailable(str(error)) from error
+        self.circuit.record_success()
+        return result
+
+    async def get(self, key: str) -> JsonValue | None:
+        return await self._call(lambda: self._backend.get(self._key(key)))
+
+    async def set(self, key: str, value: JsonValue, *, ttl_seconds: float) -> None:
+        await self._call(lambda: self._backend.set(self._key(key), value, expire=ttl_seconds))
+
+    async def add(self, key: str, value: JsonValue, *, ttl_seconds: float) -> bool:
+        """Store `value` only if `key` is absent; True when it was stored (Redis `SET NX`)."""
+        return bool(
+            await self._call(
+                lambda: self._backend.set(self._key(key), value, expire=ttl_seconds, exist=False)
+            )
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._call(lambda: self._backend.delete(self._key(key)))
+
+    async def ping(self) -> None:
+        await self._call(lambda: self._backend.ping())
+
+    async def get_or_load(
+        self,
+        name: str,
+        key: str,
+        *,
+        generations: Sequence[str],
+        load: Callable[[], Awaitable[T]],
+    ) -> T:
+        """The cached value of `key`, or `load()`'s, stored for later readers unless None.
+
+        `name` labels the hit and miss metrics; `generations` are what the value is built
+        from. Exceptions from `load` propagate unchanged (a 404 stays a 404).
+        """
+        if not self.enabled:
+            return await load()
+        try:
+            value, _ = await self._lookup(key, generations)
+        except CacheUnavailable:
+            CACHE_MISSES.labels(name).inc()
+            return await load()
+        if value is not _MISSING:
+            CACHE_HITS.labels(name).inc()
+            return cast(T, value)
+        try:
+            return await self._rebuild(name, key, generations, load)
+        except CacheUnavailable:
+            CACHE_MISSES.labels(name).inc()
+            return await load()
+
+    async def _lookup(
+        self, key: str, generations: Sequence[str]
+    ) -> tuple[JsonValue, list[str | None]]:
+        keys = [self._key(key), *(self._generation_key(g) for g in generations)]
+        entry, *current = await self._call(lambda: self._backend.get_many(*keys))
+        if isinstance(entry, dict) and None not in current and entry.get("generations") == current:
+            return entry.get("value"), current
+        return _MISSING, current
+
+    async def _rebuild(
+        self,
+        name: str,
+        key: str,
+        generations: Sequence[str],
+        load: Callable[[], Awaitable[T]],
+    ) -> T:
+        outcome: _Outcome[T] | None = None
+        try:
+            async with self._backend.lock(
+                self._key(f"lock:{key}"),
+                expire=REBUILD_LOCK_SECONDS,
+                wait=True,
+                check_interval=REBUILD_POLL_SECONDS,
+            ):
+                # Whoever held the lock before us may have stored a fresh entry meanwhile.
+                value, current = await self._lookup(key, generations)
+                if value is not _MISSING:
+                    CACHE_HITS.labels(name).inc()
+                    return cast(T, value)
+                CACHE_MISSES.labels(name).inc()
+                outcome = await _Outcome.of(load)
+                if outcome.value is not None:
+                    built_on = await self._claim_generations(generations, current)
+                    if built_on is not None:
+                        entry = {"generations": built_on, "value": outcome.value}
+                        await self.set(key, entry, ttl_seconds=self.ttl_seconds)
+        except _BACKEND_ERRORS as error:
+            self.circuit.record_failure(error)
+            if outcome is None:
+                raise CacheUnavailable(str(error)) from error
+        except CacheUnavailable:
+            if outcome is None:
+                raise
+        if outcome is None:
+            raise CacheUnavailable("the rebuild did not run")
+        return outcome.result()
+
+    async def _claim_generations(
+        self, generations: Sequence[str], read_before_load: list[str | None]
+    ) -> list[str] | None:
+        """The generations to store an entry under, or None when it must not be stored.
+
+        Tokens read before the load are safe: a write committed since then has replaced them.
+        A missing generation is started only now (so lookups of absent rows leave nothing
+        behind), and only if no write started it meanwhile, since that write may have
+        committed after the load.
+        """
+        tokens: list[str] = []
+        for generation, token in zip(generations, read_before_load, strict=True):
+            if token is None:
+                token = uuid.uuid4().hex
+                started = await self._call(
+                    partial(
+                        self._backend.set,
+                        self._generation_key(generation),
+                        token,
+                        expire=GENERATION_TTL_SECONDS,
+                        exist=False,
+                    )
+                )
+                if not started:
+                    return None
+            tokens.append(token)
+        return tokens
+
+    async def invalidate(self, *generations: str) -> None:
+        """Start new generations, so entries built on the old ones are never served again.
+
+        Never raises: a write must not fail because the cache is down. Entries left behind in
+        an unreachable Redis expire within CACHE_TTL_SECONDS.
+        """
+        if not generations:
+            return
+        pairs = {self._generation_key(g): uuid.uuid4().hex for g in set(generations)}
+        try:
+            await self._call(lambda: self._backend.set_many(pairs, expire=GENERATION_TTL_SECONDS))
+        except CacheUnavailable as error:
+            logger.warning("could not invalidate %s: %s", sorted(generations), error)
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
+
+
+class _Outcome(Generic[T]):
+    """What `load()` returned or raised, carried out of the lock before being re-raised, so
+    that a failure to release the lock never hides the loader's own exception."""
+
+    def __init__(self, value: T | None, error: Exception | None) -> None:
+        self.value = value
+        self.error = error
+
+    @classmethod
+    async def of(cls, load: Callable[[], Awaitable[T]]) -> "_Outcome[T]":
+        try:
+            return cls(await load(), None)
+        except Exception as error:
+            return cls(None, error)
+
+    def result(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
+def bind_cache(session: AsyncSession, cache: Cache) -> None:
+    """Make `cache` the one that this session's writes invalidate after they commit."""
+    session.info[SESSION_CACHE_KEY] = cache
+
+
+def invalidate_after_commit(session: AsyncSession, *generations: str) -> None:
+    """Invalidate `generations` once the session's transaction commits; never before, or a
+    concurrent read could cache the rows being replaced. A rollback drops the request."""
+    cache: Cache | None = session.info.get(SESSION_CACHE_KEY)
+    if cache is None:
+        logger.warning("session has no cache bound; %s not invalidated", sorted(generations))
+        return
+    pending: set[str] | None = session.info.get(_PENDING_GENERATIONS)
+    if pending is None:
+        pending = session.info[_PENDING_GENERATIONS] = set()
+
+        async def invalidate_pending() -> None:
+            stale = session.info.pop(_PENDING_GENERATIONS, set())
+            await cache.invalidate(*stale)
+
+        after_commit(session, invalidate_pending, on_discard=_forget_pending(session))
+    pending.update(generations)
+
+
+def _forget_pending(session: AsyncSession) -> Callable[[], None]:
+    return lambda: session.info.pop(_PENDING_GENERATIONS, None)
+
+
+def get_cache(request: Request) -> Cache:
+    cache: Cache = request.app.state.cache
+    return cache
+
+
+CacheDep = Annotated[Cache, Depends(get_cache)]

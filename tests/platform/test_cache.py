@@ -1,0 +1,349 @@
+"""Cached reads, on the in-process backend and on a real Redis: served from the cache while
+current, never stale after a committed change, never another caller's flags, and never an
+error because of the cache."""
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from conduit.platform.cache import Cache
+from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
+from conduit.platform.settings import Settings
+from tests.articles.test_queries import recorded_statements
+from tests.helpers import Account, create_article, register
+from tests.platform.backends import BACKENDS, UNREACHABLE_REDIS_URL, on_backend, on_redis
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    return on_backend(settings, request.param, request)
+
+
+def auth(account: Account | None) -> dict[str, str]:
+    return account.headers if account else {}
+
+
+async def get_article(
+    client: httpx.AsyncClient, slug: str, viewer: Account | None = None
+) -> dict[str, Any]:
+    response = await client.get(f"/articles/{slug}", headers=auth(viewer))
+    assert response.status_code == 200, response.text
+    article: dict[str, Any] = response.json()["article"]
+    return article
+
+
+async def list_articles(
+    client: httpx.AsyncClient, viewer: Account | None = None, **params: str
+) -> dict[str, Any]:
+    response = await client.get("/articles", params=params, headers=auth(viewer))
+    assert response.status_code == 200, response.text
+    listing: dict[str, Any] = response.json()
+    return listing
+
+
+async def get_profile(
+    client: httpx.AsyncClient, username: str, viewer: Account | None = None
+) -> dict[str, Any]:
+    response = await client.get(f"/profiles/{username}", headers=auth(viewer))
+    assert response.status_code == 200, response.text
+    profile: dict[str, Any] = response.json()["profile"]
+    return profile
+
+
+async def get_tags(client: httpx.AsyncClient) -> list[str]:
+    response = await client.get("/tags")
+    assert response.status_code == 200, response.text
+    tags: list[str] = response.json()["tags"]
+    return tags
+
+
+def counted(counter: Any, name: str) -> float:
+    value: float = counter.labels(name)._value.get()
+    return value
+
+
+class TestCachedReads:
+    async def test_a_second_anonymous_read_of_an_article_costs_no_query(
+        self, client: httpx.AsyncClient, app: FastAPI, engine: Any
+    ) -> None:
+        author = await register(client)
+        slug = (await create_article(client, author, body="Cached body"))["slug"]
+        hits = counted(CACHE_HITS, "article")
+        first = await get_article(client, slug)
+        with recorded_statements(engine) as statements:
+            second = await get_article(client, slug)
+        assert statements == []
+        assert second == first
+        assert second["body"] == "Cached body"
+        assert counted(CACHE_HITS, "article") == hits + 1
+
+    async def test_lists_tags_and_profiles_are_served_from_the_cache(
+        self, client: httpx.AsyncClient, engine: Any
+    ) -> None:
+        author = await register(client)
+        await create_article(client, author, tagList=["cached"])
+        paths = ["/articles", "/articles?tag=cached", "/tags", f"/profiles/{author.username}"]
+        first = [(await client.get(path)).json() for path in paths]
+        with recorded_statements(engine) as statements:
+            second = [(await client.get(path)).json() for path in paths]
+        assert statements == []
+        assert second == first
+
+    async def test_a_missing_article_is_not_cached(self, client: httpx.AsyncClient) -> None:
+        author = await register(client)
+        misses = counted(CACHE_MISSES, "article")
+        assert (await client.get("/articles/how-to-cache")).status_code == 404
+        assert (await client.get("/articles/how-to-cache")).status_code == 404
+        assert counted(CACHE_MISSES, "article") == misses + 2
+        created = await create_article(client, author, title="How to cache")
+        assert created["slug"] == "how-to-cache"
+        assert (await get_article(client, "how-to-cache"))["title"] == "How to cache"
+
+
+class TestInvalidation:
+    async def test_an_edit_is_seen_at_once(self, client: httpx.AsyncClient) -> None:
+        author = await register(client)
+        slug = (await create_article(client, author, title="Before", tagList=["old"]))["slug"]
+        await get_article(client, slug)
+        await list_articles(client)
+        await get_tags(client)
+
+        changes = {"title": "After", "body": "New body", "tagList": ["new"]}
+        response = await client.put(
+            f"/articles/{slug}", json={"article": changes}, headers=author.headers
+        )
+        assert response.status_code == 200, response.text
+
+        article = await get_article(client, slug)
+        assert (article["title"], article["body"], article["tagList"]) == (
+            "After",
+            "New body",
+            ["new"],
+        )
+        assert [item["title"] for item in (await list_articles(client))["articles"]] == ["After"]
+        assert await get_tags(client) == ["new"]
+
+    async def test_a_deleted_article_is_gone_at_once(self, client: httpx.AsyncClient) -> None:
+        author = await register(client)
+        slug = (await create_article(client, author, tagList=["doomed"]))["slug"]
+        await get_article(client, slug)
+        assert (await list_articles(client))["articlesCount"] == 1
+        assert await get_tags(client) == ["doomed"]
+
+        response = await client.delete(f"/articles/{slug}", headers=author.headers)
+        assert response.status_code == 204
+
+        assert (await client.get(f"/articles/{slug}")).status_code == 404
+        assert (await list_articles(client))["articlesCount"] == 0
+        assert await get_tags(client) == []
+
+    async def test_a_new_article_appears_in_lists_and_tags(self, client: httpx.AsyncClient) -> None:
+        author = await register(client)
+        await create_article(client, author, tagList=["first"])
+        assert (await list_articles(client, author=author.username))["articlesCount"] == 1
+        assert await get_tags(client) == ["first"]
+
+        await create_article(client, author, tagList=["second"])
+
+        assert (await list_articles(client, author=author.username))["articlesCount"] == 2
+        assert sorted(await get_tags(client)) == ["first", "second"]
+
+    async def test_a_favorite_updates_counts_flags_and_favorited_lists(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        author, fan, other = await register(client), await register(client), await register(client)
+        slug = (await create_article(client, author))["slug"]
+        for viewer in (None, fan, other):
+            await get_article(client, slug, viewer)
+            await list_articles(client, viewer)
+        assert (await list_articles(client, favorited=fan.username))["articlesCount"] == 0
+
+        response = await client.post(f"/articles/{slug}/favorite", headers=fan.headers)
+        assert response.status_code == 200, response.text
+
+        for viewer, favorited in ((None, False), (fan, True), (other, False)):
+            article = await get_article(client, slug, viewer)
+            assert (article["favoritesCount"], article["favorited"]) == (1, favorited)
+            (listed,) = (await list_articles(client, viewer))["articles"]
+            assert (listed["favoritesCount"], listed["favorited"]) == (1, favorited)
+        assert (await list_articles(client, favorited=fan.username))["articlesCount"] == 1
+
+        response = await client.delete(f"/articles/{slug}/favorite", headers=fan.headers)
+        assert response.status_code == 200, response.text
+        article = await get_article(client, slug, fan)
+        assert (article["favoritesCount"], article["favorited"]) == (0, False)
+        assert (await list_articles(client, favorited=fan.username))["articlesCount"] == 0
+
+    async def test_following_shows_only_for_the_follower(self, client: httpx.AsyncClient) -> None:
+        author, fan, other = await register(client), await register(client), await register(client)
+        slug = (await create_article(client, author))["slug"]
+        for viewer in (None, fan, other):
+            await get_profile(client, author.username, viewer)
+            await get_article(client, slug, viewer)
+            await list_articles(client, viewer)
+
+        response = await client.post(f"/profiles/{author.username}/follow", headers=fan.headers)
+        assert response.status_code == 200, response.text
+
+        for viewer, following in ((None, False), (fan, True), (other, False)):
+            assert (await get_profile(client, author.username, viewer))["following"] is following
+            assert (await get_article(client, slug, viewer))["author"]["following"] is following
+            (listed,) = (await list_articles(client, viewer))["articles"]
+            assert listed["author"]["following"] is following
+
+        response = await client.delete(f"/profiles/{author.username}/follow", headers=fan.headers)
+        assert response.status_code == 200, response.text
+        assert (await get_profile(client, author.username, fan))["following"] is False
+        assert (await get_article(client, slug, fan))["author"]["following"] is False
+
+    async def test_a_profile_change_reaches_profiles_articles_and_lists(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        author = await register(client)
+        slug = (await create_article(client, author))["slug"]
+        old_name = author.username
+        await get_profile(client, old_name)
+        await get_article(client, slug)
+        await list_articles(client)
+        await list_articles(client, author=old_name)
+
+        new_name = f"{old_name}_renamed"
+        response = await client.put(
+            "/user",
+            json={"user": {"username": new_name, "bio": "New bio", "image": "https://i.test/a"}},
+            headers=author.headers,
+        )
+        assert response.status_code == 200, response.text
+
+        assert (await client.get(f"/profiles/{old_name}")).status_code == 404
+        profile = await get_profile(client, new_name)
+        assert (profile["bio"], profile["image"]) == ("New bio", "https://i.test/a")
+        assert (await get_article(client, slug))["author"]["username"] == new_name
+        (listed,) = (await list_articles(client))["articles"]
+        assert (listed["author"]["username"], listed["author"]["bio"]) == (new_name, "New bio")
+        assert (await list_articles(client, author=old_name))["articlesCount"] == 0
+        assert (await list_articles(client, author=new_name))["articlesCount"] == 1
+
+    async def test_a_comment_leaves_the_article_as_it_was(self, client: httpx.AsyncClient) -> None:
+        author = await register(client)
+        slug = (await create_article(client, author))["slug"]
+        before = await get_article(client, slug)
+
+        response = await client.post(
+            f"/articles/{slug}/comments",
+            json={"comment": {"body": "First!"}},
+            headers=author.headers,
+        )
+        assert response.status_code == 200, response.text
+
+        assert await get_article(client, slug) == before
+        comments = (await client.get(f"/articles/{slug}/comments")).json()["comments"]
+        assert [comment["body"] for comment in comments] == ["First!"]
+
+    async def test_a_refused_write_changes_nothing_cached(self, client: httpx.AsyncClient) -> None:
+        author, stranger = await register(client), await register(client)
+        slug = (await create_article(client, author, title="Mine"))["slug"]
+        before = await get_article(client, slug)
+        response = await client.put(
+            f"/articles/{slug}", json={"article": {"title": "Theirs"}}, headers=stranger.headers
+        )
+        assert response.status_code == 403
+        assert await get_article(client, slug) == before
+
+
+class TestCacheMechanics:
+    @pytest.fixture
+    def cache(self, app: FastAPI) -> Cache:
+        cache: Cache = app.state.cache
+        return cache
+
+    async def test_one_rebuild_serves_concurrent_readers_of_an_expired_key(
+        self, cache: Cache
+    ) -> None:
+        loads = 0
+
+        async def slow_load() -> dict[str, int]:
+            nonlocal loads
+            loads += 1
+            await asyncio.sleep(0.2)
+            return {"answer": 42}
+
+        results = await asyncio.gather(
+            *(
+                cache.get_or_load("test", "hot", generations=["hot"], load=slow_load)
+                for _ in range(10)
+            )
+        )
+        assert results == [{"answer": 42}] * 10
+        assert loads == 1
+
+    async def test_rows_read_before_a_commit_are_never_served_after_it(self, cache: Cache) -> None:
+        versions = iter(["old", "new"])
+
+        async def load_racing_a_write() -> str:
+            value = next(versions)
+            if value == "old":
+                # A write commits and invalidates while this load holds the rows it replaced.
+                await cache.invalidate("race")
+            return value
+
+        first = await cache.get_or_load(
+            "test", "race", generations=["race"], load=load_racing_a_write
+        )
+        second = await cache.get_or_load(
+            "test", "race", generations=["race"], load=load_racing_a_write
+        )
+        assert (first, second) == ("old", "new")
+
+    async def test_a_loader_error_propagates_and_nothing_is_stored(self, cache: Cache) -> None:
+        calls = 0
+
+        async def failing_load() -> str:
+            nonlocal calls
+            calls += 1
+            raise LookupError("gone")
+
+        for _ in range(2):
+            with pytest.raises(LookupError):
+                await cache.get_or_load("test", "broken", generations=["broken"], load=failing_load)
+        assert calls == 2
+
+
+class TestDisabled:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"cache_enabled": False})
+
+    async def test_reads_go_to_the_database(self, client: httpx.AsyncClient, engine: Any) -> None:
+        author = await register(client)
+        slug = (await create_article(client, author))["slug"]
+        await get_article(client, slug)
+        with recorded_statements(engine) as statements:
+            await get_article(client, slug)
+        assert statements != []
+
+
+class TestRedisUnreachable:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return on_redis(settings, UNREACHABLE_REDIS_URL)
+
+    async def test_reads_and_writes_still_work_without_a_server_error(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        author = await register(client)
+        slug = (await create_article(client, author, tagList=["down"]))["slug"]
+        assert (await get_article(client, slug))["slug"] == slug
+        assert (await list_articles(client))["articlesCount"] == 1
+        assert await get_tags(client) == ["down"]
+        assert (await get_profile(client, author.username))["username"] == author.username
+        response = await client.put(
+            f"/articles/{slug}", json={"article": {"title": "Still"}}, headers=author.headers
+        )
+        assert response.status_code == 200, response.text
+        assert (await get_article(client, slug))["title"] == "Still"
