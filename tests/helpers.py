@@ -60,3 +60,32 @@ def errors(response: httpx.Response) -> dict[str, list[str]]:
     assert set(body) == {"errors"}, body
     result: dict[str, list[str]] = body["errors"]
     return result
+
+
+def auth(account: Account | None) -> dict[str, str]:
+    return account.headers if account else {}
+
+
+async def get_article(
+    client: httpx.AsyncClient, slug: str, viewer: Account | None = None
+) -> dict[str, Any]:
+    response = await client.get(f"/articles/{slug}", headers=auth(viewer))
+    assert response.status_code == 200, response.text
+    article: dict[str, Any] = response.json()["article"]
+    return article
+
+
+async def list_articles(
+    client: httpx.AsyncClient, viewer: Account | None = None, **params: Any
+) -> dict[str, Any]:
+    response = await client.get("/articles", params=params, headers=auth(viewer))
+    assert response.status_code == 200, response.text
+    listing: dict[str, Any] = response.json()
+    return listing
+
+
+async def get_tags(client: httpx.AsyncClient) -> list[str]:
+    response = await client.get("/tags")
+    assert response.status_code == 200, response.text
+    tags: list[str] = response.json()["tags"]
+    return tags

@@ -9,7 +9,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.articles.models import Article, Favorite
 from conduit.comments.models import Comment
-from tests.helpers import Account, create_article, errors, register, unique_name
+from tests.helpers import (
+    Account,
+    create_article,
+    errors,
+    get_article,
+    get_tags,
+    list_articles,
+    register,
+    unique_name,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -29,30 +38,8 @@ ARTICLE_KEYS = {
 }
 
 
-def auth(account: Account | None) -> dict[str, str]:
-    return account.headers if account else {}
-
-
 def parse_timestamp(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-async def get_article(
-    client: httpx.AsyncClient, slug: str, viewer: Account | None = None
-) -> dict[str, Any]:
-    response = await client.get(f"/articles/{slug}", headers=auth(viewer))
-    assert response.status_code == 200, response.text
-    article: dict[str, Any] = response.json()["article"]
-    return article
-
-
-async def list_articles(
-    client: httpx.AsyncClient, viewer: Account | None = None, **params: Any
-) -> dict[str, Any]:
-    response = await client.get("/articles", params=params, headers=auth(viewer))
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def get_feed(client: httpx.AsyncClient, viewer: Account, **params: Any) -> dict[str, Any]:
@@ -107,13 +94,6 @@ async def backdate(session: AsyncSession, slug: str, *, days: int) -> None:
         )
     )
     await session.commit()
-
-
-async def get_tags(client: httpx.AsyncClient) -> list[str]:
-    response = await client.get("/tags")
-    assert response.status_code == 200, response.text
-    tags: list[str] = response.json()["tags"]
-    return tags
 
 
 class TestCreate:

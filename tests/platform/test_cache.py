@@ -13,7 +13,15 @@ from conduit.platform.cache import Cache
 from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
 from conduit.platform.settings import Settings
 from tests.articles.test_queries import recorded_statements
-from tests.helpers import Account, create_article, register
+from tests.helpers import (
+    Account,
+    auth,
+    create_article,
+    get_article,
+    get_tags,
+    list_articles,
+    register,
+)
 from tests.platform.backends import BACKENDS, UNREACHABLE_REDIS_URL, on_backend, on_redis
 
 pytestmark = pytest.mark.anyio
@@ -24,28 +32,6 @@ def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
     return on_backend(settings, request.param, request)
 
 
-def auth(account: Account | None) -> dict[str, str]:
-    return account.headers if account else {}
-
-
-async def get_article(
-    client: httpx.AsyncClient, slug: str, viewer: Account | None = None
-) -> dict[str, Any]:
-    response = await client.get(f"/articles/{slug}", headers=auth(viewer))
-    assert response.status_code == 200, response.text
-    article: dict[str, Any] = response.json()["article"]
-    return article
-
-
-async def list_articles(
-    client: httpx.AsyncClient, viewer: Account | None = None, **params: str
-) -> dict[str, Any]:
-    response = await client.get("/articles", params=params, headers=auth(viewer))
-    assert response.status_code == 200, response.text
-    listing: dict[str, Any] = response.json()
-    return listing
-
-
 async def get_profile(
     client: httpx.AsyncClient, username: str, viewer: Account | None = None
 ) -> dict[str, Any]:
@@ -53,13 +39,6 @@ async def get_profile(
     assert response.status_code == 200, response.text
     profile: dict[str, Any] = response.json()["profile"]
     return profile
-
-
-async def get_tags(client: httpx.AsyncClient) -> list[str]:
-    response = await client.get("/tags")
-    assert response.status_code == 200, response.text
-    tags: list[str] = response.json()["tags"]
-    return tags
 
 
 def counted(counter: Any, name: str) -> float:
