@@ -72,6 +72,19 @@ def _json_or_empty(headers: Headers) -> bool:
     )
 
 
+class TrackedSend:
+    """An ASGI `send` that remembers whether the response has started: after that, an error
+    can no longer be answered with a response of its own."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.response_started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.response_started = self.response_started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class RenderUnexpectedErrors:
     """Turn an unhandled exception into a logged 500 in the RealWorld error shape.
 
@@ -86,18 +99,12 @@ class RenderUnexpectedErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response_started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked_send = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked_send)
         except Exception:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if response_started:
+            if tracked_send.response_started:
                 raise
             response = JSONResponse(error_body({"body": ["internal server error"]}), 500)
             await response(scope, receive, send)
@@ -124,7 +131,7 @@ class LimitBodySize:
             await self._refuse(scope, receive, send)
             return
         received = 0
-        response_started = False
+        tracked_send = TrackedSend(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -135,16 +142,11 @@ class LimitBodySize:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked_send)
         except BodyTooLarge:
             # Raised where no exception handler runs, such as a middleware reading the body.
-            if response_started:
+            if tracked_send.response_started:
                 raise
             await self._refuse(scope, receive, send)
 
