@@ -26,7 +26,10 @@ from conduit.platform.backends import close_backends, open_backends
 from conduit.platform.cache import bind_cache
 from conduit.platform.db import migrations
 from conduit.platform.db.session import get_session
+from conduit.platform.http import create_http_client
+from conduit.platform.jobs.context import Resources
 from conduit.platform.settings import Environment, Settings, to_async_database_url
+from tests.jobs import JobRunner
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -203,3 +206,17 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=transport, base_url="http://conduit.test/api") as client:
         yield client
     await close_backends(app)
+
+
+@pytest.fixture
+async def jobs(app: FastAPI, session: AsyncSession, settings: Settings) -> AsyncIterator[JobRunner]:
+    """Runs the jobs the test's requests queued, with the app's cache and live channel."""
+    async with create_http_client(settings) as http:
+        resources = Resources(
+            settings=settings,
+            http=http,
+            cache=app.state.cache,
+            redis=app.state.redis,
+            live=app.state.live,
+        )
+        yield JobRunner(session, resources)

@@ -1,6 +1,7 @@
 """The application factory: middleware, routers and error handlers, logs, metrics and traces;
 the lifespan owns the database engine."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,10 +10,11 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from conduit import __version__
+from conduit import __version__, background  # noqa: F401 (registers every job)
 from conduit.admin.router import router as admin_router
 from conduit.articles.router import router as articles_router
 from conduit.comments.router import router as comments_router
+from conduit.notifications.router import router as notifications_router
 from conduit.platform.backends import close_backends, open_backends
 from conduit.platform.db import migrations
 from conduit.platform.db.embedded import start_embedded_postgres
@@ -20,7 +22,10 @@ from conduit.platform.db.engine import create_engine, create_sessionmaker
 from conduit.platform.errors import install_error_handlers
 from conduit.platform.etag import ETags
 from conduit.platform.health import router as health_router
+from conduit.platform.http import create_http_client
 from conduit.platform.idempotency import install_idempotency
+from conduit.platform.jobs.context import Resources
+from conduit.platform.jobs.worker import Worker
 from conduit.platform.middleware import (
     REQUEST_ID_HEADER,
     AccessLog,
@@ -38,6 +43,7 @@ from conduit.platform.rate_limit import RateLimitHeaders, enforce_rate_limits
 from conduit.platform.settings import Settings, get_settings
 from conduit.profiles.router import router as profiles_router
 from conduit.users.router import router as users_router
+from conduit.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +77,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         open_backends(app, settings)
+        worker, worker_task = None, None
+        if settings.runs_worker_in_process:
+            worker = Worker(
+                Resources(
+                    settings=settings,
+                    http=create_http_client(settings),
+                    cache=app.state.cache,
+                    redis=app.state.redis,
+                    live=app.state.live,
+                ),
+                engine,
+            )
+            worker_task = asyncio.create_task(worker.run(), name="conduit-worker")
         try:
             yield
         finally:
+            if worker is not None and worker_task is not None:
+                await worker.stop(worker_task)
+                await worker.resources.http.aclose()
             await close_backends(app)
             await engine.dispose()
             metrics.forget_pool()
@@ -94,7 +116,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tracer_provider = tracer_provider
 
     api = APIRouter(prefix="/api", dependencies=[Depends(enforce_rate_limits)])
-    for router in (users_router, profiles_router, articles_router, comments_router, admin_router):
+    for router in (
+        users_router,
+        profiles_router,
+        articles_router,
+        comments_router,
+        notifications_router,
+        webhooks_router,
+        admin_router,
+    ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health_router)

@@ -14,12 +14,15 @@ from typing import Annotated, TypeVar
 import pydantic
 import typer
 import uvicorn
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.app import resolve_database_url
 from conduit.platform.db import migrations
 from conduit.platform.db.engine import create_engine, create_sessionmaker
 from conduit.platform.errors import ConduitError, validation_errors
+from conduit.platform.jobs import inspect as jobs_inspect
+from conduit.platform.jobs.host import run_worker_until_stopped
 from conduit.platform.observability.logging import configure_logging, logging_config
 from conduit.platform.observability.metrics import MULTIPROC_DIR, clear_multiprocess_directory
 from conduit.platform.settings import Settings, SettingsError, get_settings
@@ -44,6 +47,8 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+jobs_app = typer.Typer(help="Inspect the job queue and replay dead letters.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 
 def _settings() -> Settings:
@@ -66,8 +71,22 @@ def serve(
     reload: Annotated[
         bool, typer.Option(help="Restart when the code changes (development).")
     ] = False,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help=(
+                "Also run background jobs in each server process. Default: on with the "
+                "embedded database, off with DATABASE_URL (run `conduit worker` instead)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the API (docs at /docs), applying migrations first unless MIGRATE_ON_START=false."""
+    if worker is not None:
+        os.environ["WORKER_IN_PROCESS"] = "true" if worker else "false"
+        get_settings.cache_clear()
     settings = _settings()
     if workers > 1 and settings.redis_url is None:
         typer.secho(
@@ -84,7 +103,9 @@ def serve(
         asyncio.run(migrations.upgrade(database_url))
     # Create the signing key once, before any worker process could race to create it.
     settings.jwt_signing_key()
-    # Server processes inherit the resolved database and must not start or migrate it again.
+    # Server processes inherit the resolved database and must not start or migrate it again;
+    # they run jobs when the embedded default does, which they can no longer tell by DATABASE_URL.
+    os.environ["WORKER_IN_PROCESS"] = "true" if settings.runs_worker_in_process else "false"
     os.environ["DATABASE_URL"] = database_url
     os.environ["MIGRATE_ON_START"] = "false"
     get_settings.cache_clear()
@@ -152,6 +173,20 @@ def current() -> None:
     """Print the revision the database is at."""
     revision = asyncio.run(migrations.current_revision(_database_url(_settings())))
     typer.echo(revision or "none (empty database)")
+
+
+def _with_queue(
+    settings: Settings, database_url: str, work: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """Run `work` on the job queue's tables, or explain what to do when they are missing."""
+    try:
+        return asyncio.run(_in_session(settings, database_url, work))
+    except ProgrammingError as error:
+        if "pgqueuer" not in str(error.orig):
+            raise
+        raise _fail(
+            {"database": ["has no job queue yet: run `conduit db upgrade` to apply migrations"]}
+        ) from None
 
 
 async def _in_session(
@@ -223,3 +258,123 @@ def create_admin(
     except ConduitError as error:
         raise _fail(error.errors) from None
     typer.echo(f"{'created' if created else 'promoted'} admin {name} <{email}>")
+
+
+@app.command("worker")
+def run_worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Jobs run at once (default: WORKER_CONCURRENCY).", show_default=False
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port serving Prometheus metrics, 0 for none (default: WORKER_METRICS_PORT).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run background jobs until SIGTERM or Ctrl-C: event handlers, emails, webhooks, feeds and
+    periodic clean-ups. Any number may run, on any machine."""
+    settings = _settings()
+    if settings.redis_url is None:
+        typer.secho(
+            "refusing to start a separate worker without REDIS_URL: its live notifications "
+            "and cache invalidations would not reach the server processes. Set REDIS_URL, or "
+            "let `conduit serve` run the jobs itself (the default with the embedded database).",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    updates: dict[str, object] = {}
+    if concurrency is not None:
+        updates["worker_concurrency"] = concurrency
+    if metrics_port is not None:
+        updates["worker_metrics_port"] = metrics_port
+    settings = settings.model_copy(update=updates)
+    configure_logging(settings)
+    database_url = _database_url(settings)
+    if settings.should_migrate_on_start:
+        asyncio.run(migrations.upgrade(database_url))
+    asyncio.run(run_worker_until_stopped(settings, database_url))
+
+
+def _print_jobs(rows: Sequence[jobs_inspect.JobRow]) -> None:
+    if not rows:
+        typer.echo("no jobs")
+        return
+    for row in rows:
+        error = f"  {row.last_error}" if row.last_error else ""
+        typer.echo(
+            f"{row.id:>8}  {row.job:<36} {row.status:<7} attempts={row.attempts:<3} "
+            f"created={row.created:%Y-%m-%d %H:%M:%S}{error}"
+        )
+
+
+@jobs_app.command("list")
+def list_jobs(
+    name: Annotated[str | None, typer.Option("--job", help="Only jobs of this name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Jobs listed at most.")] = 50,
+) -> None:
+    """Count jobs by name and status, then list the waiting and running ones, oldest first."""
+    settings = _settings()
+    database_url = _database_url(settings)
+
+    async def read(
+        session: AsyncSession,
+    ) -> tuple[list[jobs_inspect.JobCount], list[jobs_inspect.JobRow]]:
+        statuses = ["queued", "picked"]
+        counted = await jobs_inspect.counts(session)
+        return counted, await jobs_inspect.jobs(session, statuses=statuses, name=name, limit=limit)
+
+    counted, rows = _with_queue(settings, database_url, read)
+    for count in counted:
+        typer.echo(
+            f"{count.job:<36} {count.status:<7} {count.count:>7}  "
+            f"oldest created {count.oldest:%Y-%m-%d %H:%M:%S}"
+        )
+    if counted:
+        typer.echo("")
+    _print_jobs(rows)
+
+
+@jobs_app.command("dead")
+def dead_jobs(
+    name: Annotated[str | None, typer.Option("--job", help="Only jobs of this name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Jobs listed at most.")] = 50,
+) -> None:
+    """List dead letters (jobs that failed every attempt) with their last error."""
+    settings = _settings()
+    database_url = _database_url(settings)
+
+    async def read(session: AsyncSession) -> list[jobs_inspect.JobRow]:
+        return await jobs_inspect.jobs(session, statuses=["failed"], name=name, limit=limit)
+
+    _print_jobs(_with_queue(settings, database_url, read))
+
+
+@jobs_app.command("retry")
+def retry_jobs(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Ids of the dead letters to replay.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--job", help="Replay every dead letter of this job.")
+    ] = None,
+    every_job: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Queue dead letters again, with a fresh set of attempts."""
+    if not ids and name is None and not every_job:
+        raise _fail({"jobs": ["name the ids to replay, or pass --job NAME or --all"]})
+    settings = _settings()
+    database_url = _database_url(settings)
+
+    async def replay(session: AsyncSession) -> list[int]:
+        return await jobs_inspect.retry_dead(session, ids=ids or None, name=name)
+
+    replayed = _with_queue(settings, database_url, replay)
+    typer.echo(f"queued again: {', '.join(map(str, replayed))}" if replayed else "nothing to retry")

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import Account, create_article, register
+from tests.jobs import JobRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -152,15 +153,17 @@ async def test_filtered_article_list_statements_do_not_grow_with_rows(
 
 
 async def test_feed_statements_do_not_grow_with_rows(
-    client: httpx.AsyncClient, engine: AsyncEngine
+    client: httpx.AsyncClient, engine: AsyncEngine, jobs: JobRunner
 ) -> None:
     world = await build_world(client)
 
     await add_articles_until(client, world, SMALL)
+    await jobs.run_all()
     small, small_feed = await statements_for(client, engine, "/articles/feed", world.caller.headers)
     assert small_feed["articlesCount"] == SMALL
 
     await add_articles_until(client, world, LARGE)
+    await jobs.run_all()
     large, large_feed = await statements_for(client, engine, "/articles/feed", world.caller.headers)
     followed_names = {account.username for account in world.followed}
     assert large_feed["articlesCount"] == 12

@@ -19,6 +19,7 @@ from tests.helpers import (
     register,
     unique_name,
 )
+from tests.jobs import JobRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -936,7 +937,9 @@ class TestFeed:
         assert response.status_code == 401
         assert errors(response)
 
-    async def test_only_followed_authors_newest_first(self, client: httpx.AsyncClient) -> None:
+    async def test_only_followed_authors_newest_first(
+        self, client: httpx.AsyncClient, jobs: JobRunner
+    ) -> None:
         reader = await register(client)
         alice = await register(client)
         bob = await register(client)
@@ -948,33 +951,39 @@ class TestFeed:
         bob_first = await create_article(client, bob)
         await create_article(client, reader)
         alice_second = await create_article(client, alice)
+        await jobs.run_all()
         feed = await get_feed(client, reader)
         assert slugs_of(feed) == [alice_second["slug"], bob_first["slug"], alice_first["slug"]]
         assert feed["articlesCount"] == 3
         assert all(item["author"]["following"] is True for item in feed["articles"])
         assert all("body" not in item for item in feed["articles"])
 
-    async def test_feed_fills_favorited(self, client: httpx.AsyncClient) -> None:
+    async def test_feed_fills_favorited(self, client: httpx.AsyncClient, jobs: JobRunner) -> None:
         reader = await register(client)
         author = await register(client)
         await follow(client, reader, author)
         liked = await create_article(client, author)
         plain = await create_article(client, author)
         await favorite(client, reader, liked["slug"])
+        await jobs.run_all()
         feed = await get_feed(client, reader)
         flags = {item["slug"]: item["favorited"] for item in feed["articles"]}
         assert flags == {liked["slug"]: True, plain["slug"]: False}
 
-    async def test_empty_feed(self, client: httpx.AsyncClient) -> None:
+    async def test_empty_feed(self, client: httpx.AsyncClient, jobs: JobRunner) -> None:
         reader = await register(client)
         author = await register(client)
         await create_article(client, author)
+        await jobs.run_all()
         assert await get_feed(client, reader) == {"articles": [], "articlesCount": 0}
         quiet = await register(client)
         await follow(client, reader, quiet)
+        await jobs.run_all()
         assert await get_feed(client, reader) == {"articles": [], "articlesCount": 0}
 
-    async def test_unfollow_removes_articles(self, client: httpx.AsyncClient) -> None:
+    async def test_unfollow_removes_articles(
+        self, client: httpx.AsyncClient, jobs: JobRunner
+    ) -> None:
         reader = await register(client)
         kept = await register(client)
         dropped = await register(client)
@@ -982,17 +991,20 @@ class TestFeed:
         await follow(client, reader, dropped)
         kept_article = await create_article(client, kept)
         await create_article(client, dropped)
+        await jobs.run_all()
         assert (await get_feed(client, reader))["articlesCount"] == 2
         await unfollow(client, reader, dropped)
+        await jobs.run_all()
         feed = await get_feed(client, reader)
         assert slugs_of(feed) == [kept_article["slug"]]
         assert feed["articlesCount"] == 1
 
-    async def test_paging(self, client: httpx.AsyncClient) -> None:
+    async def test_paging(self, client: httpx.AsyncClient, jobs: JobRunner) -> None:
         reader = await register(client)
         author = await register(client)
         await follow(client, reader, author)
         created = [await create_article(client, author) for _ in range(3)]
+        await jobs.run_all()
         feed = await get_feed(client, reader, limit=1, offset=1)
         assert slugs_of(feed) == [created[1]["slug"]]
         assert feed["articlesCount"] == 3

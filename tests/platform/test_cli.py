@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_help_explains_the_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "db", "users"):
+    for command in ("serve", "worker", "jobs", "db", "users"):
         assert command in result.output
     db_help = runner.invoke(app, ["db", "--help"])
     for command in ("upgrade", "downgrade", "current"):
@@ -170,3 +170,33 @@ def test_create_admin_refuses_bad_input(
     assert result.exit_code == 1
     assert message in result.output
     assert _query(migrated_database, "SELECT 1 FROM user_account WHERE role = 'admin'") == []
+
+
+def test_a_separate_worker_without_redis_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.invalid/conduit")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["worker"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "REDIS_URL" in result.output
+
+
+def test_job_commands_on_a_database_without_the_queue_say_what_to_do(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = database_name("conduit_cli_jobs")
+    url = asyncio.run(recreate_database(server_url, name))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("MIGRATE_ON_START", "false")
+    get_settings.cache_clear()
+    try:
+        for command in (["jobs", "list"], ["jobs", "dead"], ["jobs", "retry", "--all"]):
+            result = runner.invoke(app, command)
+            assert result.exit_code == 1, result.output
+            assert "conduit db upgrade" in result.output
+    finally:
+        get_settings.cache_clear()
+        asyncio.run(drop_database(server_url, name))

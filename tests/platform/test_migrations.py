@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from conduit.platform.db import migrations
 from conduit.platform.db.metadata import metadata
+from conduit.platform.db.migrations import include_name
+from conduit.platform.jobs.models import QUEUE_TABLES
 from conduit.platform.settings import to_async_database_url
 from tests.conftest import database_name, drop_database, recreate_database
 
@@ -24,6 +26,15 @@ TABLES = {
     "article_tag",
     "favorite",
     "comment",
+    "domain_event",
+    "event_handling",
+    *QUEUE_TABLES,
+    "notification",
+    "webhook_endpoint",
+    "webhook_delivery",
+    "webhook_destination",
+    "feed_entry",
+    "feed_author",
 }
 
 
@@ -74,7 +85,9 @@ async def test_models_match_migrations(database_url: str) -> None:
     engine = create_async_engine(to_async_database_url(database_url))
 
     def differences(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": include_name}
+        )
         return list(compare_metadata(context, metadata))
 
     try:

@@ -53,6 +53,12 @@ def test_data_survives_a_restart_and_sigterm_stops_the_embedded_database(tmp_pat
     user = {"username": "restart", "email": "restart@example.com", "password": "persistent"}
     with serving(tmp_path) as api:
         assert httpx.post(f"{api}/users", json={"user": user}).status_code == 201
+        # On the embedded default the server runs the jobs itself: the welcome email arrives
+        # in the mail folder without any other process.
+        deadline = time.monotonic() + 15
+        while not list((tmp_path / "mail").glob("*.eml")):
+            assert time.monotonic() < deadline, "no welcome email was written"
+            time.sleep(0.1)
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
 
     with serving(tmp_path) as api:

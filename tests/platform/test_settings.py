@@ -89,3 +89,28 @@ class TestDatabaseUrl:
     def test_rejects_other_databases(self) -> None:
         with pytest.raises(SettingsError, match="postgresql"):
             to_async_database_url("mysql://u@h/d")
+
+
+@pytest.mark.parametrize(
+    ("database_url", "worker_in_process", "runs"),
+    [
+        (None, None, True),
+        ("postgresql://db.example/conduit", None, False),
+        ("postgresql://db.example/conduit", True, True),
+        (None, False, False),
+    ],
+)
+def test_the_embedded_default_runs_jobs_in_the_server_unless_told(
+    database_url: str | None, worker_in_process: bool | None, runs: bool
+) -> None:
+    settings = Settings(
+        _env_file=None, database_url=database_url, worker_in_process=worker_in_process
+    )
+    assert settings.runs_worker_in_process is runs
+
+
+def test_an_unusable_smtp_url_stops_the_start_without_showing_its_password() -> None:
+    with pytest.raises(SettingsError, match="smtp://") as refused:
+        make(smtp_url="http://user:hunter2@mail.example.com")
+    assert "hunter2" not in str(refused.value)
+    assert make(smtp_url="smtps://user:hunter2@mail.example.com").smtp_url is not None

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, contains_eager, selectinload
 
 from conduit.articles.models import Article, ArticleTag, Favorite, Tag
+from conduit.feed import repository as feed_repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,23 @@ async def get_page(
         for article, favorited in await session.execute(statement)
     ]
     return rows, total or 0
+
+
+async def get_feed_page(
+    session: AsyncSession, *, viewer_id: int, limit: int, offset: int
+) -> tuple[list[ArticleRow], int]:
+    """A page of the viewer's feed (see `conduit.feed`), newest first, and its total."""
+    total = await feed_repository.count(session, viewer_id)
+    keys = feed_repository.page_keys(viewer_id, limit=limit, offset=offset)
+    statement = _with_favorited(_with_author_and_tags(select(Article)), viewer_id)
+    statement = statement.join(keys, keys.c.id == Article.id).order_by(
+        Article.created_at.desc(), Article.id.desc()
+    )
+    rows = [
+        ArticleRow(article, bool(favorited))
+        for article, favorited in await session.execute(statement)
+    ]
+    return rows, total
 
 
 async def get_by_slug(

@@ -26,6 +26,7 @@ from conduit.articles.schemas import (
 )
 from conduit.platform.cache import Cache, invalidate_after_commit
 from conduit.platform.errors import Forbidden, NotFound, ValidationFailed
+from conduit.platform.jobs.queue import publish
 from conduit.profiles import service as profiles_service
 from conduit.users import repository as users_repository
 from conduit.users.models import User
@@ -140,10 +141,10 @@ async def list_articles(
 
 
 async def feed(session: AsyncSession, *, viewer: User, limit: int, offset: int) -> ArticleList:
-    """Articles by the authors the viewer follows, newest first."""
-    followed_authors = Article.author_id.in_(profiles_service.followee_ids(viewer.id))
-    rows, total = await repository.get_page(
-        session, conditions=[followed_authors], viewer_id=viewer.id, limit=limit, offset=offset
+    """Articles by the authors the viewer follows, newest first, from the feed read model: it
+    follows follows, unfollows and publications once the worker has handled them."""
+    rows, total = await repository.get_feed_page(
+        session, viewer_id=viewer.id, limit=limit, offset=offset
     )
     return await _summaries(session, rows, total, viewer)
 
@@ -190,6 +191,7 @@ async def create(session: AsyncSession, *, author: User, new: NewArticle) -> Art
     await _insert_with_unique_slug(session, article, new.title)
     await session.refresh(article, ["created_at", "updated_at"])
     invalidate_after_commit(session, article_generation(article.slug), ARTICLE_LISTS, TAGS)
+    await _publish(session, "article.published", article)
     return ArticleRow(article, favorited=False)
 
 
@@ -211,6 +213,7 @@ async def update(
     await session.refresh(article, ["updated_at"])
     stale = [article_generation(article.slug), ARTICLE_LISTS]
     invalidate_after_commit(session, *stale, *([TAGS] if changes.tag_list is not None else []))
+    await _publish(session, "article.updated", article)
     return row
 
 
@@ -219,11 +222,24 @@ async def delete(session: AsyncSession, *, row: ArticleRow, user: User) -> None:
         raise NotArticleAuthorOrModerator()
     await repository.delete(session, row.article.id)
     invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS, TAGS)
+    await _publish(session, "article.deleted", row.article)
+
+
+async def _publish(session: AsyncSession, event_type: str, article: Article, **extra: int) -> None:
+    await publish(
+        session,
+        event_type,
+        article_id=article.id,
+        author_id=article.author_id,
+        slug=article.slug,
+        **extra,
+    )
 
 
 async def favorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
     if await repository.add_favorite(session, user_id=user.id, article_id=row.article.id):
         invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS)
+        await _publish(session, "article.favorited", row.article, user_id=user.id)
     await session.refresh(row.article, ["favorites_count"])
     return ArticleRow(row.article, favorited=True)
 
@@ -231,6 +247,7 @@ async def favorite(session: AsyncSession, *, row: ArticleRow, user: User) -> Art
 async def unfavorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
     if await repository.remove_favorite(session, user_id=user.id, article_id=row.article.id):
         invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS)
+        await _publish(session, "article.unfavorited", row.article, user_id=user.id)
     await session.refresh(row.article, ["favorites_count"])
     return ArticleRow(row.article, favorited=False)
 

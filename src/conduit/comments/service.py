@@ -9,6 +9,7 @@ from conduit.articles.models import Article
 from conduit.comments.models import Comment
 from conduit.comments.schemas import CommentRead, NewComment
 from conduit.platform.errors import Forbidden, NotFound
+from conduit.platform.jobs.queue import publish
 from conduit.profiles import service as profiles_service
 from conduit.users.models import User
 
@@ -55,6 +56,15 @@ async def add(session: AsyncSession, *, article: Article, author: User, new: New
     session.add(comment)
     await session.flush()
     await session.refresh(comment, ["created_at", "updated_at"])
+    await publish(
+        session,
+        "comment.created",
+        comment_id=comment.id,
+        article_id=article.id,
+        article_author_id=article.author_id,
+        author_id=author.id,
+        slug=article.slug,
+    )
     return comment
 
 
@@ -67,3 +77,12 @@ async def remove(session: AsyncSession, *, article: Article, comment_id: int, us
     if author_id != user.id and not user.can_moderate:
         raise NotCommentAuthor()
     await session.execute(sql_delete(Comment).where(Comment.id == comment_id))
+    await publish(
+        session,
+        "comment.deleted",
+        comment_id=comment_id,
+        article_id=article.id,
+        article_author_id=article.author_id,
+        author_id=author_id,
+        slug=article.slug,
+    )

@@ -12,13 +12,19 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from conduit.platform.db.metadata import metadata
+from conduit.platform.db.migrations import include_name
 from conduit.platform.settings import to_async_database_url
 
 config = context.config
 
 
 def run_with_connection(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        compare_type=True,
+        include_name=include_name,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

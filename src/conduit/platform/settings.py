@@ -120,6 +120,31 @@ class Settings(BaseSettings):
     rate_limit_login_failures_per_ip: RateLimit = "50/15minutes"
     trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
 
+    worker_in_process: bool | None = None
+    worker_concurrency: int = Field(default=10, ge=1, le=100)
+    worker_grace_seconds: float = Field(default=20.0, ge=0)
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+    job_heartbeat_timeout_seconds: float = Field(default=30.0, ge=1)
+    job_max_attempts: int = Field(default=8, ge=1)
+    job_retry_base_seconds: float = Field(default=2.0, gt=0)
+    job_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    event_retention_days: int = Field(default=7, ge=1)
+
+    smtp_url: str | None = None
+    mail_from: str = "Conduit <no-reply@conduit.localhost>"
+    mail_dir: Path | None = None
+    public_url: str = "http://localhost:4200"
+
+    feed_fanout_max_followers: int = Field(default=10_000, ge=0)
+
+    notifications_stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+
+    webhooks_allow_private_addresses: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    webhook_breaker_failures: int = Field(default=5, ge=1)
+    webhook_breaker_open_seconds: float = Field(default=60.0, gt=0)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -132,7 +157,7 @@ class Settings(BaseSettings):
     def _upper_case_level(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("database_url", "otel_exporter_otlp_endpoint", mode="before")
+    @field_validator("database_url", "otel_exporter_otlp_endpoint", "smtp_url", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -151,6 +176,20 @@ class Settings(BaseSettings):
                 "admits any origin: name the allowed origins"
             )
         return self
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _usable_smtp_url(cls, value: str | None) -> str | None:
+        """A bad SMTP_URL stops the start, rather than the first email and every retry."""
+        if value is not None:
+            from conduit.platform.mail import MailConfigurationError, parse_smtp_url
+
+            try:
+                parse_smtp_url(value)
+            except MailConfigurationError as error:
+                # The message never quotes the URL, which may hold a password.
+                raise SettingsError(str(error)) from None
+        return value
 
     @field_validator("redis_url", mode="before")
     @classmethod
@@ -192,6 +231,19 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_database(self) -> bool:
         return self.database_url is None
+
+    @property
+    def runs_worker_in_process(self) -> bool:
+        """The embedded default runs jobs inside the server; with a configured database they
+        belong to `conduit worker` processes unless WORKER_IN_PROCESS says otherwise."""
+        if self.worker_in_process is not None:
+            return self.worker_in_process
+        return self.uses_embedded_database
+
+    @property
+    def mail_folder(self) -> Path:
+        """Where emails are written as .eml files when no SMTP_URL is configured."""
+        return self.mail_dir if self.mail_dir is not None else self.data_dir / "mail"
 
     @property
     def should_migrate_on_start(self) -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.platform.cache import Cache, invalidate_after_commit
 from conduit.platform.errors import NotFound, ValidationFailed
+from conduit.platform.jobs.queue import publish
 from conduit.profiles.models import Follow
 from conduit.profiles.schemas import ProfileRead
 from conduit.users import repository as users_repository
@@ -64,17 +65,24 @@ async def is_following(session: AsyncSession, *, follower: User | None, followee
 async def follow(session: AsyncSession, *, follower: User, followee: User) -> None:
     if follower.id == followee.id:
         raise ValidationFailed("cannot follow yourself", field="profile")
-    await session.execute(
+    inserted = await session.scalar(
         insert(Follow)
         .values(follower_id=follower.id, followee_id=followee.id)
         .on_conflict_do_nothing()
+        .returning(Follow.follower_id)
     )
+    if inserted is not None:
+        await publish(session, "user.followed", follower_id=follower.id, followee_id=followee.id)
 
 
 async def unfollow(session: AsyncSession, *, follower: User, followee: User) -> None:
-    await session.execute(
-        delete(Follow).where(Follow.follower_id == follower.id, Follow.followee_id == followee.id)
+    deleted = await session.scalar(
+        delete(Follow)
+        .where(Follow.follower_id == follower.id, Follow.followee_id == followee.id)
+        .returning(Follow.follower_id)
     )
+    if deleted is not None:
+        await publish(session, "user.unfollowed", follower_id=follower.id, followee_id=followee.id)
 
 
 def followee_ids(follower_id: int) -> Select[int]:

@@ -6,6 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.platform.errors import ConduitError, Forbidden, ValidationFailed
+from conduit.platform.jobs.queue import publish
 from conduit.platform.security import hash_password, verify_password
 from conduit.profiles import service as profiles_service
 from conduit.users import repository, sessions
@@ -49,6 +50,7 @@ async def register(session: AsyncSession, new_user: NewUser) -> User:
     )
     session.add(user)
     await _flush_unique(session, username=new_user.username, email=new_user.email)
+    await publish(session, "user.registered", user_id=user.id)
     return user
 
 

@@ -7,7 +7,7 @@ owner, and there is no telling which: the whole family is revoked, so both must 
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
@@ -100,3 +100,17 @@ async def revoke_all(session: AsyncSession, *, user: User) -> None:
         .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
+
+
+async def delete_ended(session: AsyncSession) -> int:
+    """Delete the sign-ins that can no longer refresh: revoked, or with every token expired.
+    Their tokens go with them. Returns how many were deleted."""
+    live_token = select(RefreshToken.id).where(
+        RefreshToken.family_id == RefreshTokenFamily.id, RefreshToken.expires_at > func.now()
+    )
+    result = await session.execute(
+        delete(RefreshTokenFamily)
+        .where(RefreshTokenFamily.revoked_at.is_not(None) | ~live_token.exists())
+        .returning(RefreshTokenFamily.id)
+    )
+    return len(result.all())

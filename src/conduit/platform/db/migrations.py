@@ -5,13 +5,21 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from conduit.platform.jobs.models import QUEUE_TABLES
 from conduit.platform.settings import to_async_database_url
+
+
+def include_name(name: str | None, type_: NameFilterType, _parents: NameFilterParentNames) -> bool:
+    """What autogenerate compares: all but the job queue's tables, which the migration that
+    installs pgqueuer's schema owns."""
+    return not (type_ == "table" and name in QUEUE_TABLES)
 
 
 def alembic_config() -> Config:

@@ -107,6 +107,16 @@ def after_commit(
     session.info.setdefault(_AFTER_COMMIT, []).append(_AfterCommit(callback, on_discard))
 
 
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run the session's after-commit hooks: for work outside a request."""
+    try:
+        await session.commit()
+    except BaseException:
+        discard_after_commit(session)
+        raise
+    await _run_after_commit(session)
+
+
 async def _run_after_commit(session: AsyncSession) -> None:
     for hook in session.info.pop(_AFTER_COMMIT, []):
         try:

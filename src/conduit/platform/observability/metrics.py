@@ -86,6 +86,35 @@ RATE_LIMIT_REJECTIONS = Counter(
     ["limit"],
 )
 
+JOBS = Counter(
+    "conduit_jobs_total",
+    "Job runs by job name and outcome: succeeded, retried (failed, will run again), dead "
+    "(failed its last attempt, held as a dead letter), released (stopped by a shutdown, queued "
+    "again).",
+    ["job", "outcome"],
+)
+JOB_DURATION = Histogram(
+    "conduit_job_duration_seconds",
+    "Time one run of a job took, whatever its outcome, by job name.",
+    ["job"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+# Sampled from the queue table by each worker; every worker sees the same queue, so the
+# processes' values agree and the largest is as good as any.
+JOB_QUEUE_DEPTH = Gauge(
+    "conduit_job_queue_depth",
+    "Jobs in the queue by job name and status: queued (waiting, including retries not yet "
+    "due), picked (running), failed (dead letters).",
+    ["job", "status"],
+    multiprocess_mode="livemax",
+)
+JOB_OLDEST_AGE = Gauge(
+    "conduit_job_oldest_ready_age_seconds",
+    "How long the oldest job that is due has been waiting to start, by job name (0: none).",
+    ["job"],
+    multiprocess_mode="livemax",
+)
+
 
 def _record(info: Info) -> None:
     method = info.method if info.method in HTTP_METHODS else "OTHER"

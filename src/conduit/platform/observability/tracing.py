@@ -58,6 +58,11 @@ def create_tracer_provider(settings: Settings) -> TracerProvider | None:
     # Libraries that trace through the global provider (job queues, HTTP clients) join in.
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
+    # Jobs carry the trace of the request that queued them, and their runs are spans in it.
+    from pgqueuer.adapters.tracing.opentelemetry import OpenTelemetryTracing
+    from pgqueuer.ports.tracing import set_tracing_class
+
+    set_tracing_class(OpenTelemetryTracing(provider.get_tracer("conduit.jobs")))
     return provider
 
 

@@ -1,0 +1,61 @@
+"""Driving the API into notifications, and reading them back."""
+
+from typing import Any
+
+import httpx
+
+from tests.helpers import Account
+
+
+async def follow(client: httpx.AsyncClient, fan: Account, celeb: Account) -> None:
+    response = await client.post(f"/profiles/{celeb.username}/follow", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def unfollow(client: httpx.AsyncClient, fan: Account, celeb: Account) -> None:
+    response = await client.delete(f"/profiles/{celeb.username}/follow", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def comment(
+    client: httpx.AsyncClient, author: Account, slug: str, body: str = "Nice article"
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/articles/{slug}/comments", json={"comment": {"body": body}}, headers=author.headers
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["comment"]
+    return result
+
+
+async def favorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None:
+    response = await client.post(f"/articles/{slug}/favorite", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def unfavorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None:
+    response = await client.delete(f"/articles/{slug}/favorite", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def listing(client: httpx.AsyncClient, user: Account, **params: Any) -> dict[str, Any]:
+    response = await client.get("/notifications", params=params, headers=user.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"notifications", "notificationsCount", "unreadCount"}, body
+    return body
+
+
+async def notifications(client: httpx.AsyncClient, user: Account) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await listing(client, user, limit=100))["notifications"]
+    return items
+
+
+async def mark_read(client: httpx.AsyncClient, user: Account, body: dict[str, Any]) -> int:
+    response = await client.post(
+        "/notifications/read", json={"notifications": body}, headers=user.headers
+    )
+    assert response.status_code == 200, response.text
+    assert set(response.json()) == {"unreadCount"}
+    count: int = response.json()["unreadCount"]
+    return count
