@@ -9,9 +9,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conduit.platform.db.session import commit
-from conduit.platform.jobs.context import JobContext
-from conduit.platform.jobs.registry import registry
 from conduit.platform.settings import Settings
 from tests.helpers import Account, register
 from tests.jobs import JobRunner
@@ -27,15 +24,6 @@ RECENT = timedelta(days=RETENTION_DAYS) - timedelta(hours=1)
 def settings(settings: Settings) -> Settings:
     # Not the default of 7, so that a hard-coded retention would fail.
     return settings.model_copy(update={"event_retention_days": RETENTION_DAYS})
-
-
-async def run_periodic(name: str, jobs: JobRunner) -> None:
-    """Run a periodic job as the worker does: in its transaction, committed when it returns."""
-    context = JobContext(
-        resources=jobs.resources, session=jobs.session, job_id=0, attempt=1, last_attempt=True
-    )
-    await registry.periodic[name].handler(context)
-    await commit(jobs.session)
 
 
 async def registration_event(session: AsyncSession, account: Account) -> uuid.UUID:
@@ -100,7 +88,7 @@ async def test_deletes_old_events_with_no_job_left(
     await age(session, events["recent_done"], RECENT)
     assert await handlings(session, events["old_done"]) >= 1
 
-    await run_periodic("jobs.delete_old_events", jobs)
+    await jobs.run_periodic("jobs.delete_old_events")
 
     remaining = await remaining_events(session, *events.values())
     assert remaining == {events[name] for name in ("recent_done", "queued", "running", "dead")}
@@ -118,11 +106,11 @@ async def test_an_old_event_goes_once_its_last_job_is_done(
     event_id = await registration_event(session, account)
     await age(session, event_id, OLD)
 
-    await run_periodic("jobs.delete_old_events", jobs)
+    await jobs.run_periodic("jobs.delete_old_events")
     assert await remaining_events(session, event_id) == {event_id}
 
     await jobs.run_all()
-    await run_periodic("jobs.delete_old_events", jobs)
+    await jobs.run_periodic("jobs.delete_old_events")
     assert await remaining_events(session, event_id) == set()
 
 
@@ -143,13 +131,39 @@ async def test_deletes_old_queue_log_and_statistics(
                 "'successful', 0, 'users.send_welcome_email', now() - CAST(:ago AS interval)) "
                 "RETURNING id"
             ),
-            {"job_id": 1, "ago": ago} if table == "pgqueuer_log" else {"ago": ago},
+            # No job has a negative id: this log row's job is gone from the queue.
+            {"job_id": -1, "ago": ago} if table == "pgqueuer_log" else {"ago": ago},
         )
 
-    await run_periodic("jobs.delete_old_events", jobs)
+    await jobs.run_periodic("jobs.delete_old_events")
 
     kept = await session.scalars(
         text(f"SELECT id FROM {table} WHERE id = ANY(:ids)"),  # noqa: S608
         {"ids": list(ids.values())},
     )
     assert set(kept) == {ids["recent"]}
+
+
+async def test_keeps_the_old_log_of_a_dead_letter(
+    client: httpx.AsyncClient, session: AsyncSession, jobs: JobRunner
+) -> None:
+    """`conduit jobs dead` reads a dead letter's last error from the log, however old."""
+    await register(client)
+    job_id = await session.scalar(
+        text(
+            "UPDATE pgqueuer SET status = 'failed' WHERE id = (SELECT max(id) FROM pgqueuer) "
+            "RETURNING id"
+        )
+    )
+    log_id = await session.scalar(
+        text(
+            "INSERT INTO pgqueuer_log (job_id, status, priority, entrypoint, created, traceback) "
+            "VALUES (:job_id, 'failed', 0, 'users.send_welcome_email', "
+            "now() - CAST(:ago AS interval), '{}') RETURNING id"
+        ),
+        {"job_id": job_id, "ago": OLD},
+    )
+
+    await jobs.run_periodic("jobs.delete_old_events")
+
+    assert await session.scalar(text("SELECT id FROM pgqueuer_log WHERE id = :id"), {"id": log_id})
