@@ -89,3 +89,28 @@ async def get_tags(client: httpx.AsyncClient) -> list[str]:
     assert response.status_code == 200, response.text
     tags: list[str] = response.json()["tags"]
     return tags
+
+
+async def follow(client: httpx.AsyncClient, fan: Account, author: Account) -> None:
+    response = await client.post(f"/profiles/{author.username}/follow", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def unfollow(client: httpx.AsyncClient, fan: Account, author: Account) -> None:
+    response = await client.delete(f"/profiles/{author.username}/follow", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def favorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None:
+    response = await client.post(f"/articles/{slug}/favorite", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def unfavorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None:
+    response = await client.delete(f"/articles/{slug}/favorite", headers=fan.headers)
+    assert response.status_code == 200, response.text
+
+
+async def delete_article(client: httpx.AsyncClient, author: Account, slug: str) -> None:
+    response = await client.delete(f"/articles/{slug}", headers=author.headers)
+    assert response.status_code == 204, response.text

@@ -1,5 +1,5 @@
-"""Driving and inspecting the feed: the API calls, the join-based answer the read model must
-equal, the rows and modes behind it, and running some of the queued jobs rather than all."""
+"""Inspecting the feed: the join-based answer the read model must equal, the rows and modes
+behind it, and running some of the queued jobs rather than all."""
 
 import random
 from collections.abc import Collection
@@ -10,9 +10,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conduit.platform.db.session import commit
 from conduit.platform.jobs.context import JobContext
-from conduit.platform.jobs.runner import run_job
 from tests.helpers import Account, create_article
 from tests.jobs import JobRunner
 
@@ -20,21 +18,6 @@ FAN_OUT = "feed.fan_out_article"
 FOLLOW_CHANGED = "feed.follow_changed"
 SETTLE = "feed.settle_author"
 FEED_JOBS = (FAN_OUT, FOLLOW_CHANGED, SETTLE)
-
-
-async def follow(client: httpx.AsyncClient, fan: Account, author: Account) -> None:
-    response = await client.post(f"/profiles/{author.username}/follow", headers=fan.headers)
-    assert response.status_code == 200, response.text
-
-
-async def unfollow(client: httpx.AsyncClient, fan: Account, author: Account) -> None:
-    response = await client.delete(f"/profiles/{author.username}/follow", headers=fan.headers)
-    assert response.status_code == 200, response.text
-
-
-async def delete_article(client: httpx.AsyncClient, author: Account, slug: str) -> None:
-    response = await client.delete(f"/articles/{slug}", headers=author.headers)
-    assert response.status_code == 204, response.text
 
 
 async def get_feed(client: httpx.AsyncClient, viewer: Account, **params: Any) -> dict[str, Any]:
@@ -149,45 +132,20 @@ async def run_queued(
     """Run the due jobs once each, but not the jobs they queue: only those in `names` when
     given; with `rng`, a random selection of them in a random order, as concurrent workers and
     retries may run them. The names of those run."""
-    rows = (
-        await jobs.session.execute(
-            text(
-                "SELECT id, entrypoint, payload, attempts FROM pgqueuer "
-                "WHERE status = 'queued' AND execute_after <= now() ORDER BY id"
-            )
-        )
-    ).all()
+    due = await jobs.due()
     if names is not None:
-        rows = [row for row in rows if row.entrypoint in names]
+        due = [job for job in due if job.name in names]
     if rng is not None:
-        rows = rng.sample(rows, k=rng.randint(0, len(rows)))
-    ran: list[str] = []
-    for job_id, name, payload, attempts in rows:
-        await jobs.session.execute(text("DELETE FROM pgqueuer WHERE id = :id"), {"id": job_id})
-        context = JobContext(
-            resources=jobs.resources,
-            session=jobs.session,
-            job_id=job_id,
-            attempt=attempts + 1,
-            last_attempt=True,
-        )
-        try:
-            await run_job(context, name, payload)
-            await commit(jobs.session)
-        except BaseException:
-            await jobs.session.rollback()
-            raise
-        ran.append(name)
-    return ran
+        due = rng.sample(due, k=rng.randint(0, len(due)))
+    for job in due:
+        await jobs.run(job)
+    return [job.name for job in due]
 
 
 async def run_feed_jobs(jobs: JobRunner) -> list[str]:
     """Run the feed's jobs, and those they queue, until none is left: `jobs.run_all()` for the
     feed alone, so that these tests depend on no other module's handlers."""
-    ran: list[str] = []
-    while batch := await run_queued(jobs, names=FEED_JOBS):
-        ran += batch
-    return ran
+    return await jobs.run_all(names=FEED_JOBS)
 
 
 async def queued_feed_jobs(jobs: JobRunner) -> list[str]:
@@ -195,6 +153,4 @@ async def queued_feed_jobs(jobs: JobRunner) -> list[str]:
 
 
 def job_context(jobs: JobRunner) -> JobContext:
-    return JobContext(
-        resources=jobs.resources, session=jobs.session, job_id=0, attempt=1, last_attempt=True
-    )
+    return jobs.context()

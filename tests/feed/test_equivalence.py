@@ -21,18 +21,15 @@ from conduit.feed import service
 from tests.feed.support import (
     FEED_JOBS,
     SETTLE,
-    delete_article,
     expected_feed,
     feed_rows,
-    follow,
     modes,
     publish,
     run_feed_jobs,
     run_queued,
-    unfollow,
     whole_feed,
 )
-from tests.helpers import Account, register
+from tests.helpers import Account, delete_article, follow, register, unfollow
 from tests.jobs import JobRunner
 
 pytestmark = pytest.mark.anyio

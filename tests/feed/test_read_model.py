@@ -23,10 +23,8 @@ from tests.feed.support import (
     FAN_OUT,
     FOLLOW_CHANGED,
     SETTLE,
-    delete_article,
     expected_feed,
     feed_rows,
-    follow,
     get_feed,
     job_context,
     mode_of,
@@ -37,10 +35,9 @@ from tests.feed.support import (
     run_feed_jobs,
     run_queued,
     slugs_of,
-    unfollow,
     whole_feed,
 )
-from tests.helpers import Account, register
+from tests.helpers import Account, delete_article, follow, register, unfollow
 from tests.jobs import JobRunner
 
 pytestmark = pytest.mark.anyio

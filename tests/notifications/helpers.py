@@ -7,16 +7,6 @@ import httpx
 from tests.helpers import Account
 
 
-async def follow(client: httpx.AsyncClient, fan: Account, celeb: Account) -> None:
-    response = await client.post(f"/profiles/{celeb.username}/follow", headers=fan.headers)
-    assert response.status_code == 200, response.text
-
-
-async def unfollow(client: httpx.AsyncClient, fan: Account, celeb: Account) -> None:
-    response = await client.delete(f"/profiles/{celeb.username}/follow", headers=fan.headers)
-    assert response.status_code == 200, response.text
-
-
 async def comment(
     client: httpx.AsyncClient, author: Account, slug: str, body: str = "Nice article"
 ) -> dict[str, Any]:
@@ -26,16 +16,6 @@ async def comment(
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()["comment"]
     return result
-
-
-async def favorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None:
-    response = await client.post(f"/articles/{slug}/favorite", headers=fan.headers)
-    assert response.status_code == 200, response.text
-
-
-async def unfavorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None:
-    response = await client.delete(f"/articles/{slug}/favorite", headers=fan.headers)
-    assert response.status_code == 200, response.text
 
 
 async def listing(client: httpx.AsyncClient, user: Account, **params: Any) -> dict[str, Any]:

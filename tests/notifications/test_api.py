@@ -10,9 +10,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conduit.platform.settings import Settings
-from tests.helpers import Account, errors, register
+from tests.helpers import Account, errors, follow, register
 from tests.jobs import JobRunner
-from tests.notifications.helpers import follow, listing, mark_read, notifications
+from tests.notifications.helpers import listing, mark_read, notifications
 from tests.platform.backends import UNREACHABLE_REDIS_URL, on_redis
 
 pytestmark = pytest.mark.anyio

@@ -22,17 +22,9 @@ from conduit.platform.live import LiveChannel, Subscription
 from conduit.profiles import service as profiles_service
 from conduit.users.dependencies import CurrentUser
 from conduit.users.models import User
-from tests.helpers import Account, create_article, register
+from tests.helpers import Account, create_article, favorite, follow, register, unfavorite, unfollow
 from tests.jobs import JobRunner
-from tests.notifications.helpers import (
-    comment,
-    favorite,
-    follow,
-    listing,
-    notifications,
-    unfavorite,
-    unfollow,
-)
+from tests.notifications.helpers import comment, listing, notifications
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,9 @@ from conduit.notifications import service, stream
 from conduit.notifications.schemas import NotificationRead
 from conduit.platform.live import InProcessLiveChannel, LiveChannel, Subscription
 from conduit.users.models import User
-from tests.helpers import PASSWORD, Account, register
+from tests.helpers import PASSWORD, Account, follow, register
 from tests.jobs import JobRunner
-from tests.notifications.helpers import follow, mark_read, notifications
+from tests.notifications.helpers import mark_read, notifications
 from tests.notifications.sse import ServerEvent, parse
 
 pytestmark = pytest.mark.anyio

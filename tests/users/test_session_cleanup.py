@@ -7,24 +7,12 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conduit.platform.db.session import commit
-from conduit.platform.jobs.context import JobContext
-from conduit.platform.jobs.registry import registry
 from conduit.platform.security import hash_refresh_token
 from conduit.users.models import RefreshToken, RefreshTokenFamily
 from tests.helpers import Account, register
 from tests.jobs import JobRunner
 
 pytestmark = pytest.mark.anyio
-
-
-async def run_periodic(name: str, jobs: JobRunner) -> None:
-    """Run a periodic job as the worker does: in its transaction, committed when it returns."""
-    context = JobContext(
-        resources=jobs.resources, session=jobs.session, job_id=0, attempt=1, last_attempt=True
-    )
-    await registry.periodic[name].handler(context)
-    await commit(jobs.session)
 
 
 async def login(client: httpx.AsyncClient, account: Account) -> str:
@@ -114,7 +102,7 @@ async def test_deletes_ended_sign_ins_and_keeps_live_ones(
     assert other_family is not None
     await expire(session, other_family)
 
-    await run_periodic("users.delete_ended_sessions", jobs)
+    await jobs.run_periodic("users.delete_ended_sessions")
 
     assert await families(session) == {ids["registered"], ids["rotated"]}
     for ended in (ids["logged_out"], ids["expired"], other_family):
@@ -142,7 +130,7 @@ async def test_a_token_expiring_later_keeps_its_sign_in(
         .values(expires_at=func.now() + timedelta(seconds=5))
     )
 
-    await run_periodic("users.delete_ended_sessions", jobs)
+    await jobs.run_periodic("users.delete_ended_sessions")
 
     assert family_id in await families(session)
 
@@ -150,7 +138,7 @@ async def test_a_token_expiring_later_keeps_its_sign_in(
 async def test_nothing_to_delete_is_harmless(
     client: httpx.AsyncClient, session: AsyncSession, jobs: JobRunner
 ) -> None:
-    await run_periodic("users.delete_ended_sessions", jobs)
+    await jobs.run_periodic("users.delete_ended_sessions")
     account = await register(client)
-    await run_periodic("users.delete_ended_sessions", jobs)
+    await jobs.run_periodic("users.delete_ended_sessions")
     assert (await refresh(client, account.refresh_token)).status_code == 200
