@@ -7,7 +7,7 @@ which is read per request; so following someone changes nothing cached.
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -83,11 +83,6 @@ async def unfollow(session: AsyncSession, *, follower: User, followee: User) -> 
     )
     if deleted is not None:
         await publish(session, "user.unfollowed", follower_id=follower.id, followee_id=followee.id)
-
-
-def followee_ids(follower_id: int) -> Select[int]:
-    """A subquery of the ids `follower_id` follows, for other modules' filters."""
-    return select(Follow.followee_id).where(Follow.follower_id == follower_id)
 
 
 async def get_profile_cached(
