@@ -84,6 +84,10 @@ async def list_articles(
     return listing
 
 
+def slugs_of(listing: dict[str, Any]) -> list[str]:
+    return [article["slug"] for article in listing["articles"]]
+
+
 async def get_tags(client: httpx.AsyncClient) -> list[str]:
     response = await client.get("/tags")
     assert response.status_code == 200, response.text

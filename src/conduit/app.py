@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conduit import __version__, background  # noqa: F401 (registers every job)
 from conduit.admin.router import router as admin_router
+from conduit.articles import repository as articles_repository
 from conduit.articles.router import router as articles_router
 from conduit.comments.router import router as comments_router
 from conduit.notifications.router import router as notifications_router
@@ -40,7 +42,7 @@ from conduit.platform.middleware import (
 from conduit.platform.observability import metrics, tracing
 from conduit.platform.observability.logging import configure_logging_unless_done
 from conduit.platform.rate_limit import RateLimitHeaders, enforce_rate_limits
-from conduit.platform.settings import Settings, get_settings
+from conduit.platform.settings import Settings, SettingsError, get_settings
 from conduit.profiles.router import router as profiles_router
 from conduit.users.router import router as users_router
 from conduit.webhooks.router import router as webhooks_router
@@ -55,6 +57,19 @@ async def resolve_database_url(settings: Settings) -> str:
     url = await start_embedded_postgres(settings.data_dir)
     logger.info("using the embedded PostgreSQL in %s", settings.data_dir.resolve())
     return url
+
+
+async def _check_search_language(
+    sessionmaker: async_sessionmaker[AsyncSession], language: str
+) -> None:
+    """Refuse to start with a SEARCH_LANGUAGE the database lacks, which would fail every
+    search and every new article."""
+    async with sessionmaker() as session:
+        if not await articles_repository.text_search_configuration_exists(session, language):
+            raise SettingsError(
+                f"SEARCH_LANGUAGE={language} is not one of the database's text search "
+                "configurations (its pg_ts_config catalog lists them, e.g. english, simple)"
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -76,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jwt_secret = settings.jwt_signing_key()
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        await _check_search_language(app.state.sessionmaker, settings.search_language)
         open_backends(app, settings)
         worker, worker_task = None, None
         if settings.runs_worker_in_process:

@@ -17,6 +17,7 @@ from tests.helpers import (
     get_tags,
     list_articles,
     register,
+    slugs_of,
     unique_name,
 )
 from tests.jobs import JobRunner
@@ -48,10 +49,6 @@ async def get_feed(client: httpx.AsyncClient, viewer: Account, **params: Any) ->
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def slugs_of(listing: dict[str, Any]) -> list[str]:
-    return [article["slug"] for article in listing["articles"]]
 
 
 async def follow(client: httpx.AsyncClient, fan: Account, celeb: Account) -> None:
@@ -522,7 +519,7 @@ class TestUpdate:
         assert (await get_article(client, created["slug"]))["tagList"] == ["both", "new"]
         assert sorted(await get_tags(client)) == ["both", "new"]
         by_old_tag = await list_articles(client, tag="old")
-        assert by_old_tag == {"articles": [], "articlesCount": 0}
+        assert by_old_tag == {"articles": [], "articlesCount": 0, "nextCursor": None}
 
     async def test_empty_tag_list_clears_tags(self, client: httpx.AsyncClient) -> None:
         author = await register(client)
@@ -726,7 +723,11 @@ class TestDelete:
 
 class TestList:
     async def test_empty(self, client: httpx.AsyncClient) -> None:
-        assert await list_articles(client) == {"articles": [], "articlesCount": 0}
+        assert await list_articles(client) == {
+            "articles": [],
+            "articlesCount": 0,
+            "nextCursor": None,
+        }
 
     async def test_newest_first(self, client: httpx.AsyncClient) -> None:
         author = await register(client)
@@ -774,7 +775,7 @@ class TestList:
         ]
         assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5]]
         beyond = await list_articles(client, limit=2, offset=10)
-        assert beyond == {"articles": [], "articlesCount": 5}
+        assert beyond == {"articles": [], "articlesCount": 5, "nextCursor": None}
 
     async def test_default_limit_is_20(self, client: httpx.AsyncClient) -> None:
         author = await register(client)
@@ -873,7 +874,7 @@ class TestList:
         nothing = await list_articles(
             client, tag="x", author=jane.username, favorited=jake.username
         )
-        assert nothing == {"articles": [], "articlesCount": 0}
+        assert nothing == {"articles": [], "articlesCount": 0, "nextCursor": None}
 
     @pytest.mark.parametrize("filter_name", ["author", "favorited", "tag"])
     async def test_unknown_filter_value_gives_empty_list(
@@ -883,7 +884,7 @@ class TestList:
         await create_article(client, author, tagList=["known"])
         response = await client.get("/articles", params={filter_name: "nobody-knows-this"})
         assert response.status_code == 200
-        assert response.json() == {"articles": [], "articlesCount": 0}
+        assert response.json() == {"articles": [], "articlesCount": 0, "nextCursor": None}
 
     async def test_flags_are_filled_for_the_caller(self, client: httpx.AsyncClient) -> None:
         followed = await register(client)
@@ -975,11 +976,19 @@ class TestFeed:
         author = await register(client)
         await create_article(client, author)
         await jobs.run_all()
-        assert await get_feed(client, reader) == {"articles": [], "articlesCount": 0}
+        assert await get_feed(client, reader) == {
+            "articles": [],
+            "articlesCount": 0,
+            "nextCursor": None,
+        }
         quiet = await register(client)
         await follow(client, reader, quiet)
         await jobs.run_all()
-        assert await get_feed(client, reader) == {"articles": [], "articlesCount": 0}
+        assert await get_feed(client, reader) == {
+            "articles": [],
+            "articlesCount": 0,
+            "nextCursor": None,
+        }
 
     async def test_unfollow_removes_articles(
         self, client: httpx.AsyncClient, jobs: JobRunner

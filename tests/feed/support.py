@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.platform.jobs.context import JobContext
-from tests.helpers import Account, create_article
+from tests.helpers import Account, create_article, slugs_of
 from tests.jobs import JobRunner
 
 FAN_OUT = "feed.fan_out_article"
@@ -25,10 +25,6 @@ async def get_feed(client: httpx.AsyncClient, viewer: Account, **params: Any) ->
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def slugs_of(listing: dict[str, Any]) -> list[str]:
-    return [article["slug"] for article in listing["articles"]]
 
 
 async def whole_feed(

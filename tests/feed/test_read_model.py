@@ -85,7 +85,11 @@ class TestFanOutOnWrite:
         assert await feed_rows(session) == {(fan.username, slug) for fan in fans}
         for fan in fans:
             assert slugs_of(await get_feed(client, fan)) == [slug]
-        assert await get_feed(client, stranger) == {"articles": [], "articlesCount": 0}
+        assert await get_feed(client, stranger) == {
+            "articles": [],
+            "articlesCount": 0,
+            "nextCursor": None,
+        }
         assert await mode_of(session, author) == "write"
 
     async def test_fan_out_is_set_based(

@@ -1,7 +1,19 @@
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from conduit.platform.db.base import Base, IdMixin, TimestampMixin
@@ -11,6 +23,15 @@ if TYPE_CHECKING:
 
 SLUG_MAX_LENGTH = 255
 TAG_MAX_LENGTH = 64
+
+# Title weighs most in the ranking, then the description, then the body. The configuration is
+# the article's own, so that changing SEARCH_LANGUAGE never leaves an article indexed under one
+# language and searched under another without the row saying so.
+SEARCH_DOCUMENT = (
+    "setweight(to_tsvector(search_language, title), 'A')"
+    " || setweight(to_tsvector(search_language, description), 'B')"
+    " || setweight(to_tsvector(search_language, body), 'C')"
+)
 
 
 class Tag(IdMixin, Base):
@@ -44,6 +65,19 @@ class Article(IdMixin, TimestampMixin, Base):
     )
     # Kept in step with the favorite table in the same transaction, so lists never count rows.
     favorites_count: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    # Deferred: no read but a search needs them, and the vector is as large as the text.
+    search_language: Mapped[str] = mapped_column(
+        REGCONFIG,
+        server_default=text("'english'::regconfig"),
+        deferred=True,
+        deferred_raiseload=True,
+    )
+    search: Mapped[str] = mapped_column(
+        TSVECTOR,
+        Computed(SEARCH_DOCUMENT, persisted=True),
+        deferred=True,
+        deferred_raiseload=True,
+    )
 
     author: Mapped["User"] = relationship(lazy="raise")
     # Byte order ("C" collation), as the API promises, whatever the database's locale.
@@ -59,6 +93,7 @@ class Article(IdMixin, TimestampMixin, Base):
             text("created_at DESC"),
             text("id DESC"),
         ),
+        Index("ix_article_search", "search", postgresql_using="gin"),
     )
 
 

@@ -1,15 +1,36 @@
 """Article queries. A page of articles costs a fixed number of statements: one count, one page
-(author joined, the caller's favorite flag outer-joined), and one for the tags of the page."""
+(author joined, the caller's favorite flag outer-joined), and one for the tags of the page.
+
+Pages are read one row past their end, so that whether another page follows (and where it
+starts: `next_position`) costs nothing extra.
+"""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Float,
+    Select,
+    and_,
+    cast,
+    false,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import REGCONFIG, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, contains_eager, selectinload
+from sqlalchemy.orm import aliased, contains_eager, defer, selectinload
 
+from conduit.articles.cursors import Position
 from conduit.articles.models import Article, ArticleTag, Favorite, Tag
 from conduit.feed import repository as feed_repository
 
@@ -20,9 +41,49 @@ class ArticleRow:
     favorited: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[ArticleRow]
+    total: int
+    # The last row's position when more rows follow it, else None.
+    next_position: Position | None
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """A full-text search: `text` in the web search syntax (words, "quoted phrases", `or`,
+    `-excluded`), parsed with the text search configuration `language`. Only the newest
+    `max_results` matches are ranked and counted, which bounds the work of a search for a
+    common word however many articles contain it."""
+
+    text: str
+    language: str
+    max_results: int
+
+
 def _with_author_and_tags(statement: Select[Article]) -> Select[Article]:
     return statement.join(Article.author).options(
         contains_eager(Article.author), selectinload(Article.tags)
+    )
+
+
+def _summaries_with_author_and_tags(statement: Select[Article]) -> Select[Article]:
+    """As `_with_author_and_tags`, for lists: the body, up to 100,000 characters, stays behind."""
+    return _with_author_and_tags(statement).options(defer(Article.body, raiseload=True))
+
+
+def _before(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Row comparison: what comes after a position in a newest-first (descending) order."""
+    return tuple_(*columns) < tuple_(*values)
+
+
+def _newest_first_after(position: Position) -> ColumnElement[bool]:
+    return _before(
+        [Article.created_at, Article.id],
+        [
+            literal(position.created_at, DateTime(timezone=True)),
+            literal(position.article_id, BigInteger),
+        ],
     )
 
 
@@ -43,37 +104,129 @@ def favorited_by(user_id: int) -> ColumnElement[bool]:
     return Article.id.in_(select(Favorite.article_id).where(Favorite.user_id == user_id))
 
 
+def _position_of(article: Article) -> Position:
+    return Position(created_at=article.created_at, article_id=article.id)
+
+
+def _cut(
+    rows: list[ArticleRow], positions: list[Position], limit: int
+) -> tuple[list[ArticleRow], Position | None]:
+    """The page of `limit` rows out of the `limit + 1` read, and where the next one starts."""
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], positions[limit - 1]
+
+
 async def get_page(
     session: AsyncSession,
     *,
     conditions: Sequence[ColumnElement[bool]],
     viewer_id: int | None,
     limit: int,
-    offset: int,
-) -> tuple[list[ArticleRow], int]:
-    """Newest first; the second value is the number of all matching articles."""
+    offset: int = 0,
+    after: Position | None = None,
+) -> Page:
+    """Newest first, after `after` when given; `total` counts every matching article."""
     total = await session.scalar(select(func.count()).select_from(Article).where(*conditions))
-    statement = _with_favorited(_with_author_and_tags(select(Article)), viewer_id)
+    statement = _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
+    if after is not None:
+        statement = statement.where(_newest_first_after(after))
     statement = (
         statement.where(*conditions)
         .order_by(Article.created_at.desc(), Article.id.desc())
-        .limit(limit)
+        .limit(limit + 1)
         .offset(offset)
     )
     rows = [
         ArticleRow(article, bool(favorited))
         for article, favorited in await session.execute(statement)
     ]
-    return rows, total or 0
+    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
+    return Page(page, total or 0, next_position)
+
+
+async def search_page(
+    session: AsyncSession,
+    *,
+    search: Search,
+    conditions: Sequence[ColumnElement[bool]],
+    viewer_id: int | None,
+    limit: int,
+    offset: int = 0,
+    after: Position | None = None,
+) -> Page:
+    """Matches of `search` (and `conditions`), best ranked first, then newest first.
+
+    One statement finds the candidates (the newest `max_results` matches: an index range scan
+    newest first for a common word, the GIN index for a rare one, as the planner estimates),
+    ranks them, counts them and cuts the page.
+    """
+    query = func.websearch_to_tsquery(cast(literal(search.language), REGCONFIG), search.text)
+    candidates = (
+        select(Article.id, Article.created_at, Article.search)
+        .where(Article.search.bool_op("@@")(query), *conditions)
+        .order_by(Article.created_at.desc(), Article.id.desc())
+        .limit(search.max_results)
+        .cte("candidates")
+    )
+    ranked = select(
+        candidates.c.id,
+        candidates.c.created_at,
+        # float4 in PostgreSQL; compared with a cursor's value as float8, which holds it exactly.
+        cast(func.ts_rank(candidates.c.search, query), Float).label("rank"),
+        func.count().over().label("total"),
+    ).subquery("ranked")
+    keys = select(ranked)
+    if after is not None:
+        keys = keys.where(
+            _before(
+                [ranked.c.rank, ranked.c.created_at, ranked.c.id],
+                [
+                    literal(after.rank, Float),
+                    literal(after.created_at, DateTime(timezone=True)),
+                    literal(after.article_id, BigInteger),
+                ],
+            )
+        )
+    order = (ranked.c.rank.desc(), ranked.c.created_at.desc(), ranked.c.id.desc())
+    page_keys = keys.order_by(*order).limit(limit + 1).offset(offset).subquery("page_keys")
+    statement = (
+        _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
+        .add_columns(page_keys.c.rank, page_keys.c.total)
+        .join(page_keys, page_keys.c.id == Article.id)
+        .order_by(page_keys.c.rank.desc(), page_keys.c.created_at.desc(), page_keys.c.id.desc())
+    )
+    result: list[Any] = list(await session.execute(statement))
+    rows = [ArticleRow(article, bool(favorited)) for article, favorited, _, _ in result]
+    positions = [
+        Position(created_at=row[0].created_at, article_id=row[0].id, rank=row[2]) for row in result
+    ]
+    if result:
+        total = int(result[0][3])
+    else:
+        # Past the last page: the statement returned no row to carry the count.
+        total = await session.scalar(select(func.count()).select_from(candidates)) or 0
+    page, next_position = _cut(rows, positions, limit)
+    return Page(page, total, next_position)
 
 
 async def get_feed_page(
-    session: AsyncSession, *, viewer_id: int, limit: int, offset: int
-) -> tuple[list[ArticleRow], int]:
+    session: AsyncSession,
+    *,
+    viewer_id: int,
+    limit: int,
+    offset: int = 0,
+    after: Position | None = None,
+) -> Page:
     """A page of the viewer's feed (see `conduit.feed`), newest first, and its total."""
     total = await feed_repository.count(session, viewer_id)
-    keys = feed_repository.page_keys(viewer_id, limit=limit, offset=offset)
-    statement = _with_favorited(_with_author_and_tags(select(Article)), viewer_id)
+    keys = feed_repository.page_keys(
+        viewer_id,
+        limit=limit + 1,
+        offset=offset,
+        after=None if after is None else (after.created_at, after.article_id),
+    )
+    statement = _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
     statement = statement.join(keys, keys.c.id == Article.id).order_by(
         Article.created_at.desc(), Article.id.desc()
     )
@@ -81,7 +234,8 @@ async def get_feed_page(
         ArticleRow(article, bool(favorited))
         for article, favorited in await session.execute(statement)
     ]
-    return rows, total
+    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
+    return Page(page, total, next_position)
 
 
 async def get_by_slug(
@@ -179,3 +333,12 @@ async def tag_names_in_use(session: AsyncSession) -> list[str]:
         .order_by(usage.desc(), Tag.name.collate("C"))
     )
     return list(result.scalars())
+
+
+async def text_search_configuration_exists(session: AsyncSession, name: str) -> bool:
+    """Whether PostgreSQL knows the text search configuration `name` (`english`, `simple`...)."""
+    found = await session.scalar(
+        text("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_ts_config WHERE cfgname = :name)"),
+        {"name": name},
+    )
+    return bool(found)

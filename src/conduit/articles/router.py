@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from conduit.articles import service
+from conduit.articles import cursors, service
 from conduit.articles.dependencies import ArticleBySlug, SlugPath
 from conduit.articles.schemas import (
     ArticleEnvelope,
@@ -11,11 +11,13 @@ from conduit.articles.schemas import (
     TagsEnvelope,
     UpdateArticleEnvelope,
 )
+from conduit.articles.service import PageRequest, SearchOptions
 from conduit.platform.cache import CacheDep
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
 from conduit.platform.errors import ValidationFailed
 from conduit.platform.idempotency import Idempotency
 from conduit.platform.schemas import Text
+from conduit.platform.settings import Settings
 from conduit.users.dependencies import CurrentUser, OptionalUser
 
 router = APIRouter(route_class=AutoCommitRoute)
@@ -23,6 +25,26 @@ router = APIRouter(route_class=AutoCommitRoute)
 MAX_OFFSET = 2**31 - 1
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Number of articles to skip")]
 FilterText = Annotated[Text | None, Query(max_length=255)]
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=cursors.MAX_CURSOR_LENGTH,
+        description=(
+            "Start after the last article of a previous page: its `nextCursor`. Deep pages cost "
+            "the same as the first. Not with `offset`."
+        ),
+    ),
+]
+SearchText = Annotated[
+    Text | None,
+    Query(
+        max_length=255,
+        description=(
+            "Full-text search over title, description and body, best matches first: words, "
+            '"quoted phrases", `or`, and `-word` to exclude. Combines with the other filters.'
+        ),
+    ),
+]
 
 
 def _limit(request: Request, limit: int) -> int:
@@ -30,6 +52,17 @@ def _limit(request: Request, limit: int) -> int:
     if limit > maximum:
         raise ValidationFailed(f"must be less than or equal to {maximum}", field="limit")
     return limit
+
+
+def _page_request(request: Request, limit: int, offset: int, cursor: str | None) -> PageRequest:
+    if cursor is not None and offset:
+        raise ValidationFailed("cannot be combined with offset", field="cursor")
+    return PageRequest(limit=_limit(request, limit), offset=offset, cursor=cursor)
+
+
+def _search_options(request: Request) -> SearchOptions:
+    settings: Settings = request.app.state.settings
+    return SearchOptions(language=settings.search_language, max_results=settings.search_max_results)
 
 
 Limit = Annotated[
@@ -44,8 +77,10 @@ async def feed(
     viewer: CurrentUser,
     limit: Limit = 20,
     offset: Offset = 0,
+    cursor: Cursor = None,
 ) -> ArticleList:
-    return await service.feed(session, viewer=viewer, limit=_limit(request, limit), offset=offset)
+    page = _page_request(request, limit, offset, cursor)
+    return await service.feed(session, viewer=viewer, request=page)
 
 
 @router.get("/articles", tags=["Articles"], summary="Recent articles globally")
@@ -57,17 +92,21 @@ async def list_articles(
     tag: FilterText = None,
     author: FilterText = None,
     favorited: FilterText = None,
+    q: SearchText = None,
     limit: Limit = 20,
     offset: Offset = 0,
+    cursor: Cursor = None,
 ) -> ArticleList:
-    filters = service.ArticleFilters(tag=tag, author=author, favorited=favorited)
+    if q is not None and not q.strip():
+        raise ValidationFailed("can't be blank", field="q")
+    filters = service.ArticleFilters(tag=tag, author=author, favorited=favorited, q=q)
     return await service.list_cached(
         session,
         cache,
         filters=filters,
         viewer=viewer,
-        limit=_limit(request, limit),
-        offset=offset,
+        request=_page_request(request, limit, offset, cursor),
+        search=_search_options(request),
     )
 
 
@@ -75,9 +114,14 @@ async def list_articles(
     "/articles", tags=["Articles"], status_code=status.HTTP_201_CREATED, summary="Create an article"
 )
 async def create_article(
-    body: NewArticleEnvelope, session: SessionDep, user: CurrentUser, idempotency: Idempotency
+    request: Request,
+    body: NewArticleEnvelope,
+    session: SessionDep,
+    user: CurrentUser,
+    idempotency: Idempotency,
 ) -> ArticleEnvelope:
-    row = await service.create(session, author=user, new=body.article)
+    language = _search_options(request).language
+    row = await service.create(session, author=user, new=body.article, search_language=language)
     envelope = ArticleEnvelope(article=await service.to_read(session, row, user))
     idempotency.remember(session, envelope, status_code=status.HTTP_201_CREATED)
     return envelope

@@ -102,6 +102,8 @@ class ArticleEnvelope(WireModel):
 class ArticleList(WireModel):
     articles: list[ArticleSummary]
     articles_count: int
+    # Where the next page starts (`?cursor=`); null on the last page.
+    next_cursor: str | None = None
 
 
 class TagsEnvelope(WireModel):

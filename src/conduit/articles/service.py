@@ -14,9 +14,9 @@ from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conduit.articles import repository, slugs
+from conduit.articles import cursors, repository, slugs
 from conduit.articles.models import Article
-from conduit.articles.repository import ArticleRow
+from conduit.articles.repository import ArticleRow, Page
 from conduit.articles.schemas import (
     ArticleList,
     ArticleRead,
@@ -61,6 +61,23 @@ class ArticleFilters:
     tag: str | None = None
     author: str | None = None
     favorited: str | None = None
+    # Full-text search (`?q=`): ranks the matches instead of listing newest first.
+    q: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which page: `offset` rows in, or after the article a `cursor` names (not both)."""
+
+    limit: int
+    offset: int = 0
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    language: str
+    max_results: int
 
 
 def _summary_fields(row: ArticleRow, *, following: bool) -> dict[str, object]:
@@ -78,20 +95,19 @@ def _summary_fields(row: ArticleRow, *, following: bool) -> dict[str, object]:
     }
 
 
-async def _summaries(
-    session: AsyncSession, rows: list[ArticleRow], total: int, viewer: User | None
-) -> ArticleList:
+async def _summaries(session: AsyncSession, page: Page, viewer: User | None) -> ArticleList:
     followed = await profiles_service.followed_among(
-        session, follower=viewer, candidates={row.article.author_id for row in rows}
+        session, follower=viewer, candidates={row.article.author_id for row in page.rows}
     )
     return ArticleList(
         articles=[
             ArticleSummary.model_validate(
                 _summary_fields(row, following=row.article.author_id in followed)
             )
-            for row in rows
+            for row in page.rows
         ],
-        articles_count=total,
+        articles_count=page.total,
+        next_cursor=None if page.next_position is None else cursors.encode(page.next_position),
     )
 
 
@@ -124,29 +140,49 @@ async def _conditions(
     return conditions
 
 
-async def list_articles(
-    session: AsyncSession, *, filters: ArticleFilters, viewer: User | None, limit: int, offset: int
-) -> ArticleList:
+async def _page(
+    session: AsyncSession,
+    *,
+    filters: ArticleFilters,
+    viewer: User | None,
+    request: PageRequest,
+    search: SearchOptions,
+) -> Page:
+    after = None
+    if request.cursor is not None:
+        after = cursors.decode(request.cursor, ranked=filters.q is not None)
     conditions = await _conditions(session, filters)
     if conditions is None:
-        return ArticleList(articles=[], articles_count=0)
-    rows, total = await repository.get_page(
+        return Page(rows=[], total=0, next_position=None)
+    viewer_id = viewer.id if viewer else None
+    if filters.q is not None:
+        return await repository.search_page(
+            session,
+            search=repository.Search(filters.q, search.language, search.max_results),
+            conditions=conditions,
+            viewer_id=viewer_id,
+            limit=request.limit,
+            offset=request.offset,
+            after=after,
+        )
+    return await repository.get_page(
         session,
         conditions=conditions,
-        viewer_id=viewer.id if viewer else None,
-        limit=limit,
-        offset=offset,
+        viewer_id=viewer_id,
+        limit=request.limit,
+        offset=request.offset,
+        after=after,
     )
-    return await _summaries(session, rows, total, viewer)
 
 
-async def feed(session: AsyncSession, *, viewer: User, limit: int, offset: int) -> ArticleList:
+async def feed(session: AsyncSession, *, viewer: User, request: PageRequest) -> ArticleList:
     """Articles by the authors the viewer follows, newest first, from the feed read model: it
     follows follows, unfollows and publications once the worker has handled them."""
-    rows, total = await repository.get_feed_page(
-        session, viewer_id=viewer.id, limit=limit, offset=offset
+    after = None if request.cursor is None else cursors.decode(request.cursor, ranked=False)
+    page = await repository.get_feed_page(
+        session, viewer_id=viewer.id, limit=request.limit, offset=request.offset, after=after
     )
-    return await _summaries(session, rows, total, viewer)
+    return await _summaries(session, page, viewer)
 
 
 async def get(session: AsyncSession, slug: str, *, viewer: User | None) -> ArticleRow:
@@ -179,8 +215,12 @@ async def _insert_with_unique_slug(session: AsyncSession, article: Article, titl
     raise ValidationFailed("could not be made unique; try a different title", field="slug")
 
 
-async def create(session: AsyncSession, *, author: User, new: NewArticle) -> ArticleRow:
+async def create(
+    session: AsyncSession, *, author: User, new: NewArticle, search_language: str
+) -> ArticleRow:
+    """Publish `new`, indexed for search under the text search configuration given."""
     article = Article(
+        search_language=search_language,
         title=new.title,
         description=new.description,
         body=new.body,
@@ -309,32 +349,28 @@ async def list_cached(
     *,
     filters: ArticleFilters,
     viewer: User | None,
-    limit: int,
-    offset: int,
+    request: PageRequest,
+    search: SearchOptions,
 ) -> ArticleList:
     """A page of articles as `viewer` sees it; the page itself is shared by every caller."""
 
     async def load() -> dict[str, Any]:
-        conditions = await _conditions(session, filters)
-        if conditions is None:
-            return {"articlesCount": 0, "articles": []}
-        rows, total = await repository.get_page(
-            session, conditions=conditions, viewer_id=None, limit=limit, offset=offset
-        )
-        page = await _summaries(session, rows, total, None)
+        page = await _page(session, filters=filters, viewer=None, request=request, search=search)
+        listing = await _summaries(session, page, None)
         return {
-            "articlesCount": total,
+            "articlesCount": listing.articles_count,
+            "nextCursor": listing.next_cursor,
             "articles": [
                 {
                     "id": row.article.id,
                     "authorId": row.article.author_id,
                     "summary": summary.model_dump(mode="json"),
                 }
-                for row, summary in zip(rows, page.articles, strict=True)
+                for row, summary in zip(page.rows, listing.articles, strict=True)
             ],
         }
 
-    query = json.dumps({**asdict(filters), "limit": limit, "offset": offset}, sort_keys=True)
+    query = json.dumps({**asdict(filters), **asdict(request)}, sort_keys=True)
     entry = await cache.get_or_load(
         "articles",
         f"articles:{hashlib.sha256(query.encode()).hexdigest()[:32]}",
@@ -363,4 +399,8 @@ async def list_cached(
                 }
             )
         summaries.append(summary)
-    return ArticleList(articles=summaries, articles_count=entry["articlesCount"])
+    return ArticleList(
+        articles=summaries,
+        articles_count=entry["articlesCount"],
+        next_cursor=entry["nextCursor"],
+    )

@@ -9,10 +9,13 @@ author whose articles are read from `article` (see `FanOut`).
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     CTE,
     BigInteger,
+    ColumnElement,
+    DateTime,
     Subquery,
     and_,
     case,
@@ -212,8 +215,17 @@ def _authors_read_from_articles(follower_id: int) -> CTE:
     )
 
 
-def page_keys(follower_id: int, *, limit: int, offset: int) -> Subquery:
-    """(created_at, id) of the articles on one page of the follower's feed, newest first.
+def _after(created_at: Any, article_id: Any, cursor: ArticleKey) -> ColumnElement[bool]:
+    return tuple_(created_at, article_id) < tuple_(
+        literal(cursor[0], DateTime(timezone=True)), literal(cursor[1], BigInteger)
+    )
+
+
+def page_keys(
+    follower_id: int, *, limit: int, offset: int, after: ArticleKey | None = None
+) -> Subquery:
+    """(created_at, id) of the articles on one page of the follower's feed, newest first,
+    starting after the article `after` when given.
 
     Rows of authors read from `article` are left out (some remain while they are deleted in
     batches, or are being backfilled), so no article comes from both sources.
@@ -221,19 +233,25 @@ def page_keys(follower_id: int, *, limit: int, offset: int) -> Subquery:
     read_from_articles = _authors_read_from_articles(follower_id)
     # Bound as a bigint: the largest offset plus a page is past the range of an integer.
     depth = literal(limit + offset, BigInteger)
-    from_rows = (
-        select(FeedEntry.article_created_at.label("created_at"), FeedEntry.article_id.label("id"))
-        .where(
-            FeedEntry.follower_id == follower_id,
-            FeedEntry.author_id.not_in(select(read_from_articles.c.author_id)),
-        )
-        .order_by(FeedEntry.article_created_at.desc(), FeedEntry.article_id.desc())
-        .limit(depth)
+    from_rows = select(
+        FeedEntry.article_created_at.label("created_at"), FeedEntry.article_id.label("id")
+    ).where(
+        FeedEntry.follower_id == follower_id,
+        FeedEntry.author_id.not_in(select(read_from_articles.c.author_id)),
     )
+    of_author = select(Article.created_at, Article.id).where(
+        Article.author_id == read_from_articles.c.author_id
+    )
+    if after is not None:
+        from_rows = from_rows.where(
+            _after(FeedEntry.article_created_at, FeedEntry.article_id, after)
+        )
+        of_author = of_author.where(_after(Article.created_at, Article.id, after))
+    from_rows = from_rows.order_by(
+        FeedEntry.article_created_at.desc(), FeedEntry.article_id.desc()
+    ).limit(depth)
     newest = (
-        select(Article.created_at, Article.id)
-        .where(Article.author_id == read_from_articles.c.author_id)
-        .order_by(Article.created_at.desc(), Article.id.desc())
+        of_author.order_by(Article.created_at.desc(), Article.id.desc())
         .limit(depth)
         .lateral("newest")
     )

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     otel_service_name: str = "conduit"
 
     max_page_size: int = Field(default=100, ge=1, le=1000)
+    # A PostgreSQL text search configuration: an identifier, checked against the database at
+    # start-up.
+    search_language: str = Field(default="english", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    search_max_results: int = Field(default=1000, ge=1, le=100_000)
 
     redis_url: str | None = None
     redis_key_prefix: str = "conduit:"
