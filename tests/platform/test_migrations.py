@@ -35,6 +35,7 @@ TABLES = {
     "webhook_destination",
     "feed_entry",
     "feed_author",
+    "article_tally",
 }
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     func,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 SLUG_MAX_LENGTH = 255
 TAG_MAX_LENGTH = 64
+ARTICLE_TALLY_SHARDS = 16
 
 # Title weighs most in the ranking, then the description, then the body. The configuration is
 # the article's own, so that changing SEARCH_LANGUAGE never leaves an article indexed under one
@@ -38,6 +40,20 @@ class Tag(IdMixin, Base):
     __tablename__ = "tag"
 
     name: Mapped[str] = mapped_column(String(TAG_MAX_LENGTH), unique=True)
+    # Kept by triggers on article_tag (see the migration that adds it), so that a cascade from
+    # a deleted article or account counts too.
+    articles_count: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+
+
+class ArticleTally(Base):
+    """The number of articles, as the sum of its shards (an article counts in shard
+    `id % ARTICLE_TALLY_SHARDS`). Kept by triggers on article; publications in parallel update
+    different rows, so none waits for another's commit."""
+
+    __tablename__ = "article_tally"
+
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    articles: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class ArticleTag(Base):

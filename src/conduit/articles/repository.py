@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, contains_eager, defer, selectinload
 
 from conduit.articles.cursors import Position
-from conduit.articles.models import Article, ArticleTag, Favorite, Tag
+from conduit.articles.models import Article, ArticleTag, ArticleTally, Favorite, Tag
 from conduit.feed import repository as feed_repository
 
 
@@ -117,6 +117,20 @@ def _cut(
     return rows[:limit], positions[limit - 1]
 
 
+async def count(session: AsyncSession, conditions: Sequence[ColumnElement[bool]]) -> int:
+    """The number of articles matching every condition."""
+    if not conditions:
+        # A count of every row would read them all: the tally is kept as they change.
+        statement = select(func.coalesce(func.sum(ArticleTally.articles), 0))
+    else:
+        statement = select(func.count()).select_from(Article).where(*conditions)
+    return int(await session.scalar(statement) or 0)
+
+
+async def count_tagged(session: AsyncSession, tag: str) -> int:
+    return await session.scalar(select(Tag.articles_count).where(Tag.name == tag)) or 0
+
+
 async def get_page(
     session: AsyncSession,
     *,
@@ -125,9 +139,12 @@ async def get_page(
     limit: int,
     offset: int = 0,
     after: Position | None = None,
+    total: int | None = None,
 ) -> Page:
-    """Newest first, after `after` when given; `total` counts every matching article."""
-    total = await session.scalar(select(func.count()).select_from(Article).where(*conditions))
+    """Newest first, after `after` when given; `total` counts every matching article, and is
+    counted unless the caller knows it."""
+    if total is None:
+        total = await count(session, conditions)
     statement = _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
     if after is not None:
         statement = statement.where(_newest_first_after(after))
@@ -142,7 +159,7 @@ async def get_page(
         for article, favorited in await session.execute(statement)
     ]
     page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
-    return Page(page, total or 0, next_position)
+    return Page(page, total, next_position)
 
 
 async def search_page(
@@ -325,12 +342,10 @@ async def _shift_favorites_count(session: AsyncSession, article_id: int, delta: 
 
 async def tag_names_in_use(session: AsyncSession) -> list[str]:
     """Tags carried by at least one article, most used first."""
-    usage = func.count(ArticleTag.article_id)
     result = await session.execute(
         select(Tag.name)
-        .join(ArticleTag, ArticleTag.tag_id == Tag.id)
-        .group_by(Tag.id)
-        .order_by(usage.desc(), Tag.name.collate("C"))
+        .where(Tag.articles_count > 0)
+        .order_by(Tag.articles_count.desc(), Tag.name.collate("C"))
     )
     return list(result.scalars())
 

@@ -165,6 +165,10 @@ async def _page(
             offset=request.offset,
             after=after,
         )
+    total = None
+    if filters.tag is not None and filters.author is None and filters.favorited is None:
+        # A popular tag is on a large share of the articles; its count is kept as it changes.
+        total = await repository.count_tagged(session, filters.tag)
     return await repository.get_page(
         session,
         conditions=conditions,
@@ -172,6 +176,7 @@ async def _page(
         limit=request.limit,
         offset=request.offset,
         after=after,
+        total=total,
     )
 
 
