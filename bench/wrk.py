@@ -86,9 +86,9 @@ class Load:
     pin: int | None
 
 
-def command(url: str, load: Load, duration_s: float) -> list[str]:
+def command(url: str, load: Load, duration_s: float, program: str = "wrk") -> list[str]:
     args = [
-        executable(),
+        program,
         f"--threads={load.threads}",
         f"--connections={load.connections}",
         f"--duration={max(1, round(duration_s))}s",
@@ -106,7 +106,11 @@ def run(url: str, *, data: Path, scenario: str, out: Path, load: Load, duration_
     env = os.environ | {"BENCH_DATA": str(data), "BENCH_SCENARIO": scenario, "BENCH_OUT": str(out)}
     out.unlink(missing_ok=True)
     result = subprocess.run(  # noqa: S603
-        command(url, load, duration_s), env=env, capture_output=True, text=True, check=False
+        command(url, load, duration_s, executable()),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     out.with_suffix(".txt").write_text(result.stdout + result.stderr)
     if result.returncode != 0 or not out.exists():
