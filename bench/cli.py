@@ -160,6 +160,9 @@ def target_scenario(
             else f"{stats.errors['status']} HTTP errors; statuses of a probe: "
             + ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
         )
+    elif not stats.requests:
+        entry["note"] = "no request completed in the window: lengthen --duration"
+    if "note" in entry:
         say(f"  {entry['note']}")
     return entry
 
@@ -299,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     )
     chart.add_argument("results", type=Path, nargs="+")
     chart.add_argument("--out", type=Path, required=True, help="PNG to write")
+    chart.add_argument("--scenarios", help="comma-separated: only these in the size chart")
     return main
 
 
@@ -310,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(runs) == 1:
                 report.scenario_chart(runs[0], args.out)
             else:
-                report.size_chart(runs, args.out)
+                wanted = [s.name for s in select(args.scenarios)] if args.scenarios else None
+                report.size_chart(runs, args.out, wanted)
             say(f"wrote {args.out}")
             return 0
         if args.connections < args.threads:
