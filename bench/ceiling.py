@@ -31,8 +31,7 @@ def capture(client: httpx.Client, requests: Sequence[Request]) -> dict[str, str]
     for request in requests:
         if request.path in bodies:
             continue
-        headers = {"Authorization": f"Token {request.token}"} if request.token else {}
-        response = client.get(request.path, headers=headers)
+        response = client.get(request.path, headers=request.headers())
         if response.is_success:
             bodies[request.path] = response.text
     return bodies

@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -81,42 +82,35 @@ async def prepare(options: Options) -> tuple[fixture.Fixture, fixture.Survey]:
 def probe(client: httpx.Client, plan: pools.Plan, scenario: Scenario) -> Counter[int]:
     """Statuses of a few of the scenario's requests, sent once more to tell what failed."""
     rng = random.Random(4)
+    nonce = secrets.token_hex(4)
     statuses: Counter[int] = Counter()
     kinds = list(scenario.weights)
     for counter in range(PROBE_REQUESTS):
         kind = rng.choice(kinds)
         if kind == "create":
-            request = pools.create_article(plan, 0, counter, rng)
+            request = pools.create_article(plan, nonce, counter, rng)
         else:
             request = rng.choice(list(plan.pools[kind]))
-        headers = {"Content-Type": "application/json"} if request.body else {}
-        if request.token:
-            headers["Authorization"] = f"Token {request.token}"
         response = client.request(
-            request.method, request.path, headers=headers, content=request.body
+            request.method, request.path, headers=request.headers(), content=request.body
         )
         statuses[response.status_code] += 1
     return statuses
 
 
 def measure(url: str, options: Options, data: Path, raw: Path, scenario: Scenario) -> wrk.Stats:
-    if options.warmup_s > 0:
-        wrk.run(
+    """The warm-up (when there is one), then the measured window."""
+    windows = [(".warmup", options.warmup_s)] if options.warmup_s > 0 else []
+    for suffix, seconds in [*windows, ("", options.duration_s)]:
+        stats = wrk.run(
             url,
             data=data,
             scenario=scenario.name,
-            out=raw / f"{scenario.name}.warmup.json",
+            out=raw / f"{scenario.name}{suffix}.json",
             load=options.load,
-            duration_s=options.warmup_s,
+            duration_s=seconds,
         )
-    return wrk.run(
-        url,
-        data=data,
-        scenario=scenario.name,
-        out=raw / f"{scenario.name}.json",
-        load=options.load,
-        duration_s=options.duration_s,
-    )
+    return stats
 
 
 def free_port() -> int:

@@ -25,6 +25,15 @@ class Request:
     token: str | None = None
     body: str | None = None
 
+    def headers(self) -> dict[str, str]:
+        """The headers the Lua driver's build() sends along with the method, path and body."""
+        headers = {"Accept": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Token {self.token}"
+        if self.body is not None:
+            headers["Content-Type"] = "application/json"
+        return headers
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -108,9 +117,9 @@ def build_plan(
     )
 
 
-def create_article(plan: Plan, thread: int, counter: int, rng: random.Random) -> Request:
+def create_article(plan: Plan, nonce: str, counter: int, rng: random.Random) -> Request:
     """What the Lua driver's create_article() sends, for probing a failing scenario."""
-    title = f"bench {plan.run} {thread}-{counter}"
+    title = f"bench {plan.run} {nonce} 0-{counter}"
     article = {
         "title": title,
         "description": "written under load",

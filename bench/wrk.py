@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -103,7 +104,13 @@ def command(url: str, load: Load, duration_s: float, program: str = "wrk") -> li
 
 def run(url: str, *, data: Path, scenario: str, out: Path, load: Load, duration_s: float) -> Stats:
     """One wrk run of a scenario; wrk's own report goes next to the JSON for reading later."""
-    env = os.environ | {"BENCH_DATA": str(data), "BENCH_SCENARIO": scenario, "BENCH_OUT": str(out)}
+    env = os.environ | {
+        "BENCH_DATA": str(data),
+        "BENCH_SCENARIO": scenario,
+        "BENCH_OUT": str(out),
+        # Keeps the titles the driver makes apart from those of every other run.
+        "BENCH_NONCE": secrets.token_hex(4),
+    }
     out.unlink(missing_ok=True)
     result = subprocess.run(  # noqa: S603
         command(url, load, duration_s, executable()),

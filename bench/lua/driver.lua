@@ -5,6 +5,7 @@
 local data_file = os.getenv("BENCH_DATA")
 local scenario_name = os.getenv("BENCH_SCENARIO")
 local out_file = os.getenv("BENCH_OUT")
+local nonce = os.getenv("BENCH_NONCE") or ""
 
 local threads = 0
 function setup(thread)
@@ -35,7 +36,7 @@ end
 -- Titles must be unique across threads and runs, so a new request per call.
 local function create_article()
   counter = counter + 1
-  local title = string.format("bench %s %d-%d", data.run, thread_id, counter)
+  local title = string.format("bench %s %s %d-%d", data.run, nonce, thread_id, counter)
   local body = string.format(
     '{"article":{"title":"%s","description":"written under load",' ..
     '"body":"A short article written by the benchmark under load.","tagList":["%s"]}}',
