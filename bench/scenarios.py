@@ -58,8 +58,6 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
-READ_SCENARIOS = tuple(name for name, scenario in SCENARIOS.items() if scenario.read_only)
-
 
 def select(names: str | None) -> list[Scenario]:
     """Scenarios named in a comma-separated list (all when None), in the canonical order."""

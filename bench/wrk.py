@@ -35,11 +35,6 @@ class Stats:
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"error_count": self.error_count}
 
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "Stats":
-        fields = {name: raw[name] for name in cls.__dataclass_fields__}
-        return cls(**fields)
-
 
 def parse(text: str) -> Stats:
     """Stats from the driver's JSON; wrk measures in microseconds."""
