@@ -1,0 +1,70 @@
+"""The scenarios: each is a weighted mix of request kinds, drawn per request by the Lua driver."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+READ_KINDS = ("list", "article", "tags", "profile", "feed", "search")
+WRITE_KINDS = ("comment", "favorite", "create")
+LOGIN_KIND = "login"
+ALL_KINDS = (*READ_KINDS, *WRITE_KINDS, LOGIN_KIND)
+
+# About 85 % reads and 15 % writes, shaped like a publishing site: mostly lists and articles.
+MIX: Mapping[str, float] = {
+    "list": 30,
+    "article": 25,
+    "feed": 10,
+    "profile": 8,
+    "tags": 7,
+    "search": 5,
+    "comment": 5,
+    "favorite": 6,
+    "create": 4,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    weights: Mapping[str, float]
+    description: str
+
+    @property
+    def read_only(self) -> bool:
+        return all(kind in READ_KINDS for kind in self.weights)
+
+
+def _with_logins(mix: Mapping[str, float], share: float) -> dict[str, float]:
+    total = sum(mix.values())
+    scaled = {kind: weight * (1 - share) for kind, weight in mix.items()}
+    scaled[LOGIN_KIND] = total * share
+    return scaled
+
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario("list", {"list": 1}, "GET /articles, anonymous, random offsets over all articles"),
+        Scenario("article", {"article": 1}, "GET /articles/:slug, anonymous"),
+        Scenario("tags", {"tags": 1}, "GET /tags"),
+        Scenario("profile", {"profile": 1}, "GET /profiles/:username, anonymous"),
+        Scenario("feed", {"feed": 1}, "GET /articles/feed with a token, first pages"),
+        Scenario("search", {"search": 1}, "GET /articles?q=<word> (plain list without search)"),
+        Scenario("comment", {"comment": 1}, "POST /articles/:slug/comments"),
+        Scenario("favorite", {"favorite": 1}, "POST or DELETE /articles/:slug/favorite"),
+        Scenario("create", {"create": 1}, "POST /articles with a unique title"),
+        Scenario("login", {LOGIN_KIND: 1}, "POST /users/login (password hashing included)"),
+        Scenario("mix", dict(MIX), "85 % reads, 15 % writes"),
+        Scenario("mix_login", _with_logins(MIX, 0.05), "the mix with 5 % logins"),
+    )
+}
+
+
+def select(names: str | None) -> list[Scenario]:
+    """Scenarios named in a comma-separated list (all when None), in the canonical order."""
+    if names is None:
+        return list(SCENARIOS.values())
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenarios: {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+    return [scenario for name, scenario in SCENARIOS.items() if name in wanted]
