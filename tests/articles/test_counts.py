@@ -34,7 +34,7 @@ async def counted_rows(session: AsyncSession) -> tuple[int, dict[str, int]]:
             "GROUP BY tag.name"
         )
     )
-    return int(total or 0), {name: count for name, count in tags}
+    return int(total or 0), dict(tags.all())
 
 
 async def test_counts_follow_publications_edits_and_deletions(
