@@ -12,8 +12,9 @@ from tests.deploy.artefacts import CONTAINER_TMP, OVERLAYS, base_object, find, r
 KUBERNETES_VERSION = "1.33.0"
 ISTIO_KINDS = {"VirtualService", "DestinationRule"}
 PRE_STOP_SECONDS = 5
-# Closing connections and flushing traces after the drain.
-AFTER_DRAIN_SECONDS = 5
+# Closing connections and flushing traces after the drain; an unreachable trace collector alone
+# costs about 8 s of export retries (seen in test_image's logs).
+AFTER_DRAIN_SECONDS = 10
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
