@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    database_url: str = ""
 
     @property
     def url(self) -> str:
@@ -43,6 +44,32 @@ class Server:
 
     def log_lines(self) -> list[str]:
         return self.log.read_text().splitlines()
+
+
+def start(
+    command: Sequence[str], port: int, log: Path, env: Mapping[str, str], cwd: Path | None = None
+) -> Server:
+    """A process whose stderr goes to `log`, not yet known to answer on `port`."""
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            list(command), env=dict(env), cwd=cwd, stdout=subprocess.DEVNULL, stderr=log_file
+        )
+    return Server(process, port, log)
+
+
+def wait_until_answered(server: Server, path: str = "/health/ready") -> None:
+    """Poll `path` until it answers 200; fail with the log if the process exits first."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        if server.process.poll() is not None:
+            raise AssertionError(f"the server exited early:\n{server.log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{path} did not answer 200"
+        time.sleep(0.2)
 
 
 @contextmanager
@@ -60,27 +87,11 @@ def serving(
         "LOG_FORMAT": "json",
         **(env or {}),
     }
-    log = data_dir / "server.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "conduit", "serve", "--port", str(port), *args],
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-    server = Server(process, port, log)
+    command = [sys.executable, "-m", "conduit", "serve", "--port", str(port), *args]
+    server = start(command, port, data_dir / "server.log", environment)
+    server.database_url = database_url
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the server exited early:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
+        wait_until_answered(server)
         yield server
     finally:
         server.stop()
