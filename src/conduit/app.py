@@ -84,14 +84,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await migrations.upgrade(database_url)
         engine = create_engine(settings, database_url)
         metrics.track_pool(engine)
+        app.state.sessionmaker = create_sessionmaker(engine)
+        # Before tracing starts: a start-up check is no request's work.
+        try:
+            await _check_search_language(app.state.sessionmaker, settings.search_language)
+        except BaseException:
+            await engine.dispose()
+            raise
         if tracer_provider is not None:
             tracing.instrument_engine(engine, tracer_provider)
             tracing.instrument_redis(tracer_provider)
         app.state.settings = settings
         app.state.jwt_secret = settings.jwt_signing_key()
         app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
-        await _check_search_language(app.state.sessionmaker, settings.search_language)
         open_backends(app, settings)
         worker, worker_task = None, None
         if settings.runs_worker_in_process:
