@@ -142,27 +142,68 @@ def _lognormal_count(rng: random.Random, mean: float, sigma: float, cap: int) ->
     return min(cap, int(value + rng.random()))
 
 
-def _distinct(
-    rng: random.Random, cumulative: Sequence[float], want: int, population: int, exclude: int
-) -> list[int]:
-    """`want` distinct indexes by weight, never `exclude` (-1 for none); once weighted draws
-    keep hitting the same few, the rest are filled uniformly."""
-    available = population - (0 <= exclude < population)
-    want = min(want, available)
-    chosen: set[int] = set()
-    indexes = range(population)
-    for _ in range(8):
-        need = want - len(chosen)
-        if need <= 0:
-            break
-        chosen.update(rng.choices(indexes, cum_weights=cumulative, k=need + need // 4 + 1))
-        chosen.discard(exclude)
-    if len(chosen) > want:
-        chosen = set(rng.sample(sorted(chosen), want))
-    if len(chosen) < want:
-        rest = [index for index in range(population) if index not in chosen and index != exclude]
-        chosen.update(rng.sample(rest, want - len(chosen)))
-    return sorted(chosen)
+class PowerLaw:
+    """Zipf-Mandelbrot popularity over `count` items, drawn in constant time through the
+    inverse of its continuous approximation (no search through weights). The items are ranked
+    at random by `rng`, or in their own order without it."""
+
+    def __init__(
+        self, rng: random.Random | None, count: int, exponent: float, offset: float
+    ) -> None:
+        self.count = count
+        ranked = array("q", range(count))
+        if rng is not None:
+            rng.shuffle(ranked)
+        self._ranked = ranked
+        self._offset = offset
+        self._exponent = exponent
+        low, high = 1 + offset, count + 1 + offset
+        if exponent == 1:
+            self._low, self._span = low, math.log(high / low)
+        else:
+            power = 1 - exponent
+            self._low, self._span = low**power, high**power - low**power
+            self._inverse = 1 / power
+
+    def draws(self, rng: random.Random, count: int) -> list[int]:
+        ranked, offset, last, low, span = (
+            self._ranked,
+            self._offset,
+            self.count - 1,
+            self._low,
+            self._span,
+        )
+        uniform = rng.random
+        if self._exponent == 1:
+            return [
+                ranked[min(last, int(low * math.exp(uniform() * span) - offset) - 1)]
+                for _ in range(count)
+            ]
+        inverse = self._inverse
+        return [
+            ranked[min(last, int((low + uniform() * span) ** inverse - offset) - 1)]
+            for _ in range(count)
+        ]
+
+    def distinct(self, rng: random.Random, want: int, exclude: int = -1) -> list[int]:
+        """`want` distinct items, never `exclude` (-1 for none), in increasing order; once the
+        draws keep hitting the same popular few, the rest are filled uniformly."""
+        population = self.count
+        want = min(want, population - (0 <= exclude < population))
+        chosen: set[int] = set()
+        for _ in range(8):
+            need = want - len(chosen)
+            if need <= 0:
+                break
+            chosen.update(self.draws(rng, need))
+            chosen.discard(exclude)
+        if len(chosen) > want:
+            chosen = set(sorted(chosen)[:want])
+        if len(chosen) < want:
+            rest = [index for index in range(population) if index not in chosen]
+            rest = [index for index in rest if index != exclude]
+            chosen.update(rng.sample(rest, want - len(chosen)))
+        return sorted(chosen)
 
 
 def _moment(rng: random.Random, after: float, until: float, skew: float) -> float:
@@ -172,7 +213,7 @@ def _moment(rng: random.Random, after: float, until: float, skew: float) -> floa
 
 
 def to_datetime(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(round(timestamp, 6), UTC)
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 # --- the skeleton -------------------------------------------------------------------------
@@ -429,13 +470,14 @@ def _favorite_counts(plan: Plan) -> Iterator[int]:
 
 def _article_tags(plan: Plan, tags: Sequence[int]) -> Iterator[list[int]]:
     rng = _rng(plan, "article-tags")
-    cumulative = _zipf_cumulative(len(tags), *TAG_ZIPF) if tags else []
+    if not tags:
+        yield from ([] for _ in range(plan.articles))
+        return
+    # The vocabulary is in order of popularity already.
+    popularity = PowerLaw(None, len(tags), *TAG_ZIPF)
     for _ in range(plan.articles):
-        if not tags:
-            yield []
-            continue
         (count,) = rng.choices(TAGS_PER_ARTICLE, weights=TAGS_PER_ARTICLE_WEIGHTS)
-        yield [tags[index] for index in _distinct(rng, cumulative, count, len(tags), -1)]
+        yield [tags[index] for index in popularity.distinct(rng, count)]
 
 
 def articles(plan: Plan, skeleton: Skeleton, start: Start, taken: Taken) -> Iterator[ArticleRow]:
@@ -468,13 +510,13 @@ def article_tags(plan: Plan, start: Start, tags: Sequence[int]) -> Iterator[Pair
 def follows(plan: Plan, skeleton: Skeleton, start: Start) -> Iterator[DatedPairRow]:
     """Each user's follows, in primary-key order (follower, then followee)."""
     rng = _rng(plan, "follows")
-    cumulative = _ranked_cumulative(rng, plan.users, *FOLLOWEE_ZIPF)
+    popularity = PowerLaw(rng, plan.users, *FOLLOWEE_ZIPF)
     times = skeleton.user_times
     for follower in range(plan.users):
         count = _lognormal_count(rng, plan.follows_per_user, FOLLOWS_SIGMA, plan.users - 1)
         if count == 0:
             continue
-        for followee in _distinct(rng, cumulative, count, plan.users, follower):
+        for followee in popularity.distinct(rng, count, follower):
             after = max(times[follower], times[followee])
             yield (
                 start.user + follower,
@@ -486,14 +528,14 @@ def follows(plan: Plan, skeleton: Skeleton, start: Start) -> Iterator[DatedPairR
 def favorites(plan: Plan, skeleton: Skeleton, start: Start) -> Iterator[DatedPairRow]:
     """Each article's favorites, as many as its `favorites_count`; never by its author."""
     rng = _rng(plan, "favorites")
-    cumulative = _ranked_cumulative(rng, plan.users, *ACTIVITY_ZIPF)
+    activity = PowerLaw(rng, plan.users, *ACTIVITY_ZIPF)
     times = skeleton.user_times
     for index, count in enumerate(_favorite_counts(plan)):
         if count == 0:
             continue
         created = skeleton.article_times[index]
         author = skeleton.article_authors[index]
-        for user in _distinct(rng, cumulative, count, plan.users, author):
+        for user in activity.distinct(rng, count, author):
             after = max(created, times[user])
             yield (
                 start.user + user,
@@ -504,14 +546,13 @@ def favorites(plan: Plan, skeleton: Skeleton, start: Start) -> Iterator[DatedPai
 
 def comments(plan: Plan, skeleton: Skeleton, start: Start) -> Iterator[CommentRow]:
     rng = _rng(plan, "comments")
-    cumulative = _ranked_cumulative(rng, plan.users, *ACTIVITY_ZIPF)
+    activity = PowerLaw(rng, plan.users, *ACTIVITY_ZIPF)
     text = Text(plan)
     times = skeleton.user_times
     comment_id = start.comment
     for index, created in enumerate(skeleton.article_times):
         count = _lognormal_count(rng, plan.comments_per_article, COMMENTS_SIGMA, 100_000)
-        for _ in range(count):
-            author = _pick(rng, cumulative)
+        for author in activity.draws(rng, count):
             moment = _moment(rng, max(created, times[author]), skeleton.until, 3.0)
             body = " ".join(rng.choices(text.sentences, k=rng.randint(1, 4)))
             stamp = to_datetime(moment)

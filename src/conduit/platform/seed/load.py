@@ -37,8 +37,9 @@ SEEDED_TABLES = BASE_TABLES + FEED_TABLES
 IDENTITY_TABLES = ("user_account", "tag", "article", "comment")
 # Left alone by --reset: the queue's periodic schedules are configuration, and the revision.
 KEPT_BY_RESET = ("alembic_version", "pgqueuer_schedules")
-# Followers per batch of feed rows: small enough for a progress bar that moves.
-FEED_BATCHES = 50
+# Batches of followers the feed rows are written in: each joins its follows with every
+# article, so a few large ones (measured: one statement is 1.5 times as fast as 50).
+FEED_BATCHES = 10
 
 
 class Progress:
@@ -276,6 +277,8 @@ class Loader:
             lambda: generate.comments(plan, skeleton, start),
         )
         await self._rebuild("indexes", base_rebuilds)
+        # Statistics for the feed's joins, which would otherwise be planned for empty tables.
+        await self._phase("analyze", None, self._analyze)
         await self._phase("feed_author", None, lambda: self._feed_authors(start))
         await self._phase("feed_entry", FEED_BATCHES, lambda: self._feed_entries(start))
         await self._rebuild("feed indexes", feed_rebuilds)
@@ -333,6 +336,9 @@ class Loader:
             written += int(status.split()[-1])
             self.progress.advance("feed_entry", 1)
         return written
+
+    async def _analyze(self) -> None:
+        await self.connection.execute(f"ANALYZE {', '.join(BASE_TABLES)}")
 
     async def _sequences(self) -> None:
         """Move each id sequence past the largest id, so that the app's next insert gets a
