@@ -451,7 +451,7 @@ def seed_command(
         comments_per_article=comments_per_article,
         tags=tags,
         seed=random_seed,
-        until=(until or datetime.now(UTC)).replace(tzinfo=UTC) if until else datetime.now(UTC),
+        until=until.replace(tzinfo=UTC) if until else datetime.now(UTC),
         days=days,
     )
     mode = Mode.reset if reset else Mode.append if append else Mode.empty
