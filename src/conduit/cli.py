@@ -1,4 +1,5 @@
-"""The `conduit` command line: serve the API, manage the database schema and user accounts."""
+"""The `conduit` command line: serve the API, manage the database schema and user accounts,
+seed a large data set."""
 
 import asyncio
 import os
@@ -7,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, TypeVar
@@ -25,6 +27,8 @@ from conduit.platform.jobs import inspect as jobs_inspect
 from conduit.platform.jobs.host import run_worker_until_stopped
 from conduit.platform.observability.logging import configure_logging, logging_config
 from conduit.platform.observability.metrics import MULTIPROC_DIR, clear_multiprocess_directory
+from conduit.platform.seed import Mode, Options, Plan, SeedRefused, seed
+from conduit.platform.seed.console import ProgressBars
 from conduit.platform.settings import Settings, SettingsError, get_settings
 from conduit.users import repository as users_repository
 from conduit.users import service as users_service
@@ -378,3 +382,102 @@ def retry_jobs(
 
     replayed = _with_queue(settings, database_url, replay)
     typer.echo(f"queued again: {', '.join(map(str, replayed))}" if replayed else "nothing to retry")
+
+
+SEED_PASSWORD = "conduit-password"  # noqa: S105 (the documented password of seeded accounts)
+
+
+@app.command("seed")
+def seed_command(
+    users: Annotated[int, typer.Option(min=1, help="Users to create.")] = 10_000,
+    articles: Annotated[int, typer.Option(min=0, help="Articles to create.")] = 10_000,
+    follows_per_user: Annotated[
+        float, typer.Option(min=0, help="Follows per user, on average (heavy-tailed).")
+    ] = 20,
+    favorites_per_article: Annotated[
+        float, typer.Option(min=0, help="Favorites per article, on average (heavy-tailed).")
+    ] = 5,
+    comments_per_article: Annotated[
+        float, typer.Option(min=0, help="Comments per article, on average (heavy-tailed).")
+    ] = 2,
+    tags: Annotated[int, typer.Option(min=0, help="Size of the tag vocabulary.")] = 500,
+    days: Annotated[
+        float, typer.Option(min=1, help="How far back the data set's history goes.")
+    ] = 730,
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="When that history ends, in UTC (default: now).", show_default=False),
+    ] = None,
+    random_seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same one builds the same data.")
+    ] = 1,
+    password: Annotated[
+        str,
+        typer.Option(
+            envvar="CONDUIT_SEED_PASSWORD", help="Password of every seeded user (8-128 chars)."
+        ),
+    ] = SEED_PASSWORD,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per COPY.")] = 20_000,
+    append: Annotated[
+        bool, typer.Option("--append", help="Add to a database that already has users.")
+    ] = False,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Empty every table of the app first.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before --reset.")] = False,
+) -> None:
+    """Load a large, realistic data set fast (bulk COPY): users, follows, articles, tags,
+    favorites, comments and the personal feed, as the app would have built them. No jobs or
+    events are queued."""
+    if append and reset:
+        raise _refuse("pass --append or --reset, not both")
+    if not 8 <= len(password) <= 128:
+        raise _refuse("the password must have 8 to 128 characters, as the API requires")
+    settings = _settings()
+    database_url = _database_url(settings)
+    if settings.should_migrate_on_start:
+        asyncio.run(migrations.upgrade(database_url))
+    if reset and not yes:
+        typer.confirm(
+            "--reset deletes every account, article, comment, session, notification, webhook "
+            "and queued job in this database. Continue?",
+            abort=True,
+        )
+    plan = Plan(
+        users=users,
+        articles=articles,
+        follows_per_user=follows_per_user,
+        favorites_per_article=favorites_per_article,
+        comments_per_article=comments_per_article,
+        tags=tags,
+        seed=random_seed,
+        until=until.replace(tzinfo=UTC) if until else datetime.now(UTC),
+        days=days,
+    )
+    mode = Mode.reset if reset else Mode.append if append else Mode.empty
+    options = Options(
+        mode=mode,
+        password=password,
+        batch_size=batch_size,
+        fanout_threshold=settings.feed_fanout_max_followers,
+    )
+
+    async def run() -> float:
+        engine = create_engine(settings, database_url)
+        try:
+            with ProgressBars() as progress:
+                report = await seed(engine, plan, options, progress)
+            return sum(report.seconds.values())
+        finally:
+            await engine.dispose()
+
+    try:
+        seconds = asyncio.run(run())
+    except SeedRefused as error:
+        raise _refuse(f"the database {error}") from None
+    typer.echo(f"seeded in {seconds:.1f} s; every user's password is the one given")
+
+
+def _refuse(message: str) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
