@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,9 +56,12 @@ class Options:
     fixture_users: int
     fixture_articles: int
     fixture_concurrency: int
+    accounts: list[tuple[str, str]] = field(default_factory=list)
 
 
-async def prepare(options: Options) -> tuple[fixture.Fixture, fixture.Survey]:
+async def prepare(
+    options: Options,
+) -> tuple[fixture.Fixture, fixture.Survey, list[fixture.User]]:
     async with httpx.AsyncClient(base_url=options.url, timeout=60) as client:
         await fixture.preflight(client)
         if options.reuse_fixture is not None:
@@ -76,7 +79,13 @@ async def prepare(options: Options) -> tuple[fixture.Fixture, fixture.Survey]:
                 articles=options.fixture_articles,
                 concurrency=options.fixture_concurrency,
             )
-        return made, await fixture.survey(client)
+        readers = []
+        if options.accounts:
+            say(f"signing in {len(options.accounts)} existing accounts for the feed and logins")
+            readers = await fixture.sign_in(
+                client, options.accounts, concurrency=options.fixture_concurrency
+            )
+        return made, await fixture.survey(client), readers
 
 
 def probe(client: httpx.Client, plan: pools.Plan, scenario: Scenario) -> Counter[int]:
@@ -196,13 +205,19 @@ def run(options: Options) -> dict[str, Any]:
     out = options.out
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     version = wrk_version()
-    made, survey = asyncio.run(prepare(options))
+    made, survey, readers = asyncio.run(prepare(options))
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     made.save(out / "fixture.json")
-    plan = pools.build_plan(made, survey, prefix=urlsplit(options.url).path.rstrip("/"))
+    plan = pools.build_plan(
+        made, survey, prefix=urlsplit(options.url).path.rstrip("/"), readers=readers
+    )
+    chosen = [s for s in options.scenarios if all(plan.pools.get(k, True) for k in s.weights)]
+    skipped = [s.name for s in options.scenarios if s not in chosen]
+    if skipped:
+        say(f"skipped, the target gave nothing to build their requests from: {', '.join(skipped)}")
     data = out / "data.lua"
-    data.write_text(pools.to_lua(plan, options.scenarios))
+    data.write_text(pools.to_lua(plan, chosen))
     say(f"target holds {survey.articles_count} articles; fixture saved to {out / 'fixture.json'}")
 
     if options.settle_s > 0 and options.reuse_fixture is None:
@@ -210,8 +225,8 @@ def run(options: Options) -> dict[str, Any]:
         time.sleep(options.settle_s)
 
     origin = wrk.origin(options.url)
-    reads = [s for s in options.scenarios if s.read_only]
-    others = [s for s in options.scenarios if not s.read_only]
+    reads = [s for s in chosen if s.read_only]
+    others = [s for s in chosen if not s.read_only]
     with httpx.Client(base_url=origin, timeout=30) as client:
         # Reads first, then the ceiling, then writes: writes leave background jobs behind that
         # would otherwise compete with the ceiling app for the server's core.
@@ -241,6 +256,8 @@ def run(options: Options) -> dict[str, Any]:
             "settle_s": options.settle_s,
             "pin_load": options.load.pin,
             "pin_ceiling": options.pin_ceiling,
+            "skipped_scenarios": skipped,
+            "readers": len(readers) or len(made.users),
             "wrk": version,
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -289,6 +306,15 @@ def parser() -> argparse.ArgumentParser:
     run_command.add_argument("--fixture-users", type=int, default=20)
     run_command.add_argument("--fixture-articles", type=int, default=100)
     run_command.add_argument("--fixture-concurrency", type=int, default=8)
+    run_command.add_argument(
+        "--accounts",
+        type=Path,
+        metavar="FILE",
+        help="existing accounts (`email [password]` a line) whose feeds and logins to load",
+    )
+    run_command.add_argument(
+        "--accounts-password", help="the password of the --accounts lines that give none"
+    )
 
     chart = commands.add_parser(
         "chart",
@@ -329,6 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             fixture_users=args.fixture_users,
             fixture_articles=args.fixture_articles,
             fixture_concurrency=args.fixture_concurrency,
+            accounts=(
+                fixture.read_accounts(args.accounts, password=args.accounts_password)
+                if args.accounts
+                else []
+            ),
         )
         results = run(options)
     except (fixture.FixtureError, wrk.WrkError, ValueError, httpx.HTTPError) as error:

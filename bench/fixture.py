@@ -4,6 +4,7 @@ public API of any RealWorld server, and saved so the load step (and later runs) 
 import asyncio
 import json
 import random
+import re
 import secrets
 from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,10 @@ class Survey:
     articles_count: int
     slugs: list[str]
     usernames: list[str]
+    # `nextCursor`s of pages from all over the list, when the target pages by cursor.
+    cursors: list[str] = field(default_factory=list)
+    # Words of the sampled articles' titles, for searches that match the target's own text.
+    words: list[str] = field(default_factory=list)
 
 
 def auth(token: str) -> dict[str, str]:
@@ -243,19 +248,56 @@ async def refresh_tokens(client: httpx.AsyncClient, fixture: Fixture, concurrenc
     return True
 
 
-async def survey(client: httpx.AsyncClient, *, pages: int = 5, seed: int = 2) -> Survey:
-    """The article count and a sample of slugs and authors from all over the target's data."""
+async def survey(client: httpx.AsyncClient, *, pages: int = 10, seed: int = 2) -> Survey:
+    """The article count and a sample of slugs, authors, cursors and title words from all
+    over the target's data."""
     first = check(await client.get("articles", params={"limit": 1}), "GET /articles")
     count = int(first["articlesCount"])
     rng = random.Random(seed)
     offsets = {0} | {rng.randrange(max(1, count - 20)) for _ in range(pages - 1)}
     slugs: list[str] = []
     usernames: list[str] = []
+    cursors: list[str] = []
+    words: set[str] = set()
     for offset in sorted(offsets):
         page = check(
             await client.get("articles", params={"limit": 20, "offset": offset}), "GET /articles"
         )
+        if isinstance(page.get("nextCursor"), str):
+            cursors.append(page["nextCursor"])
         for article in page["articles"]:
             slugs.append(article["slug"])
             usernames.append(article["author"]["username"])
-    return Survey(count, sorted(set(slugs)), sorted(set(usernames)))
+            words.update(word.lower() for word in re.findall(r"[A-Za-z]{4,}", article["title"]))
+    return Survey(count, sorted(set(slugs)), sorted(set(usernames)), cursors, sorted(words))
+
+
+def read_accounts(path: Path, *, password: str | None) -> list[tuple[str, str]]:
+    """Existing accounts of the target, one `email [password]` a line (the password defaults
+    to `password`); blank lines and lines starting with # are skipped."""
+    credentials: list[tuple[str, str]] = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        secret = fields[1] if len(fields) > 1 else password
+        if secret is None:
+            raise FixtureError(f"{path}: no password for {fields[0]} (give --accounts-password)")
+        credentials.append((fields[0], secret))
+    if not credentials:
+        raise FixtureError(f"{path}: no accounts")
+    return credentials
+
+
+async def sign_in(
+    client: httpx.AsyncClient, credentials: list[tuple[str, str]], *, concurrency: int
+) -> list[User]:
+    """Sign the accounts in for the feed and login scenarios: on a big data set their feeds
+    are the data set's, not the few follows of the fixture's users."""
+
+    async def login(email: str, secret: str) -> User:
+        body = {"user": {"email": email, "password": secret}}
+        user = check(await client.post("users/login", json=body), f"login {email}")["user"]
+        return User(user["username"], email, secret, user["token"])
+
+    return await _all((login(email, secret) for email, secret in credentials), concurrency)

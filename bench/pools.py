@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote, urlencode
 
-from bench.fixture import Fixture, Survey
+from bench.fixture import Fixture, Survey, User
 from bench.scenarios import ALL_KINDS, READ_KINDS, Scenario
 
 PAGE = 20
+BROWSED_PAGES = 50
 T = TypeVar("T")
 
 
@@ -49,15 +50,26 @@ def _query(path: str, **params: object) -> str:
 
 
 def build_plan(
-    fixture: Fixture, survey: Survey, *, prefix: str, size: int = 200, seed: int = 3
+    fixture: Fixture,
+    survey: Survey,
+    *,
+    prefix: str,
+    readers: Sequence[User] = (),
+    size: int = 200,
+    seed: int = 3,
 ) -> Plan:
-    """At most `size` distinct requests per kind, reproducible for a given seed."""
+    """At most `size` distinct requests per kind, reproducible for a given seed. The feed and
+    login requests are the `readers`' when given, else the fixture users'."""
     rng = random.Random(seed)
     users = fixture.users
     slugs = sorted({article.slug for article in fixture.articles} | set(survey.slugs))
     usernames = sorted({user.username for user in users} | set(survey.usernames))
     last_offset = max(0, survey.articles_count - PAGE)
-    offsets = sorted(rng.sample(range(last_offset + 1), min(size, last_offset + 1)))
+    deep_offsets = sorted(rng.sample(range(last_offset + 1), min(size, last_offset + 1)))
+    # Where readers of a front page go: its first pages.
+    near_offsets = range(0, min(last_offset, (BROWSED_PAGES - 1) * PAGE) + 1, PAGE)
+    readers = readers or users
+    words = survey.words or fixture.words
 
     def sample(items: Sequence[T]) -> list[T]:
         return list(items) if len(items) <= size else rng.sample(list(items), size)
@@ -74,7 +86,15 @@ def build_plan(
     pools: dict[str, list[Request]] = {
         "list": [
             Request("GET", _query(f"{prefix}/articles", limit=PAGE, offset=offset))
-            for offset in offsets
+            for offset in near_offsets
+        ],
+        "list_deep": [
+            Request("GET", _query(f"{prefix}/articles", limit=PAGE, offset=offset))
+            for offset in deep_offsets
+        ],
+        "list_cursor": [
+            Request("GET", _query(f"{prefix}/articles", limit=PAGE, cursor=cursor))
+            for cursor in survey.cursors
         ],
         "article": [Request("GET", f"{prefix}/articles/{quote(slug)}") for slug in sample(slugs)],
         "tags": [Request("GET", f"{prefix}/tags")],
@@ -83,12 +103,12 @@ def build_plan(
         ],
         "feed": [
             Request("GET", _query(f"{prefix}/articles/feed", limit=PAGE, offset=offset), user.token)
-            for user in users
+            for user in readers
             for offset in (0, PAGE)
         ][:size],
         "search": [
             Request("GET", _query(f"{prefix}/articles", q=word, limit=PAGE))
-            for word in sample(sorted(set(fixture.words)))
+            for word in sample(sorted(set(words)))
         ],
         "comment": [comment(index) for index in range(size)],
         "favorite": [
@@ -105,7 +125,7 @@ def build_plan(
                 f"{prefix}/users/login",
                 body=json.dumps({"user": {"email": user.email, "password": user.password}}),
             )
-            for user in sample(users)
+            for user in sample(readers)
         ],
     }
     return Plan(

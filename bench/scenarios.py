@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-READ_KINDS = ("list", "article", "tags", "profile", "feed", "search")
+READ_KINDS = ("list", "list_deep", "list_cursor", "article", "tags", "profile", "feed", "search")
 WRITE_KINDS = ("comment", "favorite", "create")
 LOGIN_KIND = "login"
 ALL_KINDS = (*READ_KINDS, *WRITE_KINDS, LOGIN_KIND)
@@ -43,7 +43,17 @@ def _with_logins(mix: Mapping[str, float], share: float) -> dict[str, float]:
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
-        Scenario("list", {"list": 1}, "GET /articles, anonymous, random offsets over all articles"),
+        Scenario(
+            "list", {"list": 1}, "GET /articles, anonymous, random offsets in the first 50 pages"
+        ),
+        Scenario(
+            "list_deep", {"list_deep": 1}, "GET /articles, anonymous, random offsets over all"
+        ),
+        Scenario(
+            "list_cursor",
+            {"list_cursor": 1},
+            "GET /articles?cursor=, anonymous, pages from all over (servers with nextCursor)",
+        ),
         Scenario("article", {"article": 1}, "GET /articles/:slug, anonymous"),
         Scenario("tags", {"tags": 1}, "GET /tags"),
         Scenario("profile", {"profile": 1}, "GET /profiles/:username, anonymous"),

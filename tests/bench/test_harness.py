@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench import ceiling, cli, pools, report, wrk
+from bench import ceiling, cli, fixture, pools, report, wrk
 from bench.fixture import Article, Fixture, Survey, User
 from bench.pools import Request
 from bench.scenarios import LOGIN_KIND, READ_KINDS, SCENARIOS, WRITE_KINDS, select
@@ -87,7 +87,7 @@ class TestCommand:
 class TestScenarios:
     def test_mix_is_85_percent_reads(self) -> None:
         weights = SCENARIOS["mix"].weights
-        reads = sum(weights[kind] for kind in READ_KINDS)
+        reads = sum(weights.get(kind, 0) for kind in READ_KINDS)
         writes = sum(weights[kind] for kind in WRITE_KINDS)
         assert reads / (reads + writes) == pytest.approx(0.85)
 
@@ -95,7 +95,7 @@ class TestScenarios:
         weights = SCENARIOS["mix_login"].weights
         total = sum(weights.values())
         assert weights[LOGIN_KIND] / total == pytest.approx(0.05)
-        reads = sum(weights[kind] for kind in READ_KINDS)
+        reads = sum(weights.get(kind, 0) for kind in READ_KINDS)
         writes = sum(weights[kind] for kind in WRITE_KINDS)
         assert reads / (reads + writes) == pytest.approx(0.85)
 
@@ -112,14 +112,39 @@ class TestScenarios:
 
 
 class TestPlan:
-    def test_offsets_span_the_whole_data_set(self) -> None:
+    def test_deep_offsets_span_the_whole_data_set(self) -> None:
         survey = Survey(articles_count=1_000_000, slugs=["far-away"], usernames=["someone"])
         plan = pools.build_plan(make_fixture(), survey, prefix="/api", size=50)
-        offsets = [int(r.path.rsplit("offset=", 1)[1]) for r in plan.pools["list"]]
+        offsets = [int(r.path.rsplit("offset=", 1)[1]) for r in plan.pools["list_deep"]]
         assert len(offsets) == 50
         assert max(offsets) <= 1_000_000 - pools.PAGE
         assert max(offsets) > 100_000
-        assert all(r.path.startswith("/api/articles?limit=20&offset=") for r in plan.pools["list"])
+        assert all(
+            r.path.startswith("/api/articles?limit=20&offset=") for r in plan.pools["list_deep"]
+        )
+
+    def test_browsed_offsets_are_the_first_pages(self) -> None:
+        survey = Survey(articles_count=1_000_000, slugs=[], usernames=[])
+        plan = pools.build_plan(make_fixture(), survey, prefix="/api")
+        offsets = [int(r.path.rsplit("offset=", 1)[1]) for r in plan.pools["list"]]
+        assert offsets == [page * pools.PAGE for page in range(pools.BROWSED_PAGES)]
+
+    def test_cursors_and_words_come_from_the_survey(self) -> None:
+        survey = Survey(10, [], [], cursors=["abc", "def"], words=["griffin"])
+        plan = pools.build_plan(make_fixture(), survey, prefix="/api")
+        assert [r.path for r in plan.pools["list_cursor"]] == [
+            "/api/articles?limit=20&cursor=abc",
+            "/api/articles?limit=20&cursor=def",
+        ]
+        assert [r.path for r in plan.pools["search"]] == ["/api/articles?q=griffin&limit=20"]
+
+    def test_readers_take_the_feed_and_logins(self) -> None:
+        reader = User("reader", "reader@example.com", "secret-pass", "reader-token")
+        plan = pools.build_plan(make_fixture(), Survey(10, [], []), prefix="/api", readers=[reader])
+        assert {r.token for r in plan.pools["feed"]} == {"reader-token"}
+        assert [json.loads(r.body or "")["user"]["email"] for r in plan.pools["login"]] == [
+            "reader@example.com"
+        ]
 
     def test_small_data_set(self) -> None:
         survey = Survey(articles_count=3, slugs=[], usernames=[])
@@ -287,3 +312,19 @@ class TestReport:
         path.write_text("{}")
         with pytest.raises(ValueError, match="not a results file"):
             report.load(path)
+
+
+class TestAccounts:
+    def test_lines_with_and_without_a_password(self, tmp_path: Path) -> None:
+        path = tmp_path / "accounts.txt"
+        path.write_text("# seeded\na@example.com\n\nb@example.com own-password\n")
+        assert fixture.read_accounts(path, password="shared") == [
+            ("a@example.com", "shared"),
+            ("b@example.com", "own-password"),
+        ]
+
+    def test_a_missing_password_is_an_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "accounts.txt"
+        path.write_text("a@example.com\n")
+        with pytest.raises(fixture.FixtureError, match="accounts-password"):
+            fixture.read_accounts(path, password=None)
