@@ -17,6 +17,7 @@ from tests.helpers import create_article, delete_article, get_tags, list_article
 pytestmark = pytest.mark.anyio
 
 COUNTS_REVISION = "b3f6a2d8c915"
+TAG_ORDER_REVISION = "c41e7b9d0a26"
 BEFORE_COUNTS = "9e1d5c7a2f44"
 
 
@@ -106,7 +107,7 @@ async def database_before_the_counts(server_url: str) -> AsyncIterator[str]:
     await drop_database(server_url, name)
 
 
-async def test_upgrading_counts_the_existing_rows(database_before_the_counts: str) -> None:
+async def test_upgrading_counts_and_orders_the_existing_rows(database_before_the_counts: str) -> None:
     connection = await asyncpg.connect(
         to_async_database_url(database_before_the_counts).replace("+asyncpg", "")
     )
@@ -145,6 +146,12 @@ async def test_upgrading_counts_the_existing_rows(database_before_the_counts: st
         await connection.execute("DELETE FROM article WHERE id = $1", articles[0])
         assert await connection.fetchval("SELECT sum(articles) FROM article_tally") == 19
         assert await connection.fetchval("SELECT articles_count FROM tag WHERE name = 'third'") == 6
+
+        await migrations.upgrade(database_before_the_counts, TAG_ORDER_REVISION)
+        assert await connection.fetchval(
+            "SELECT bool_and(link.article_created_at = article.created_at) AND count(*) = 25 "
+            "FROM article_tag AS link JOIN article ON article.id = link.article_id"
+        )
 
         await migrations.downgrade(database_before_the_counts, BEFORE_COUNTS)
         assert await connection.fetchval("SELECT to_regclass('article_tally')") is None

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.articles import cursors
@@ -74,6 +75,27 @@ class TestArticleList:
         assert slugs == expected
         assert len(slugs) == 3
         assert pages[0]["articlesCount"] == 3
+
+    async def test_walks_a_tag_in_the_tags_own_order(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        author = await register(client)
+        slugs = [
+            (await create_article(client, author, tagList=["walked"]))["slug"] for _ in range(5)
+        ]
+        await create_article(client, author, tagList=["other"])
+        # The oldest becomes the newest: the tag's copy of the time must follow.
+        await session.execute(
+            text("UPDATE article SET created_at = now() + interval '1 day' WHERE slug = :slug"),
+            {"slug": slugs[0]},
+        )
+
+        walked, pages = await walk(client, "/articles", tag="walked", limit=2)
+
+        assert walked == [slugs[0], *reversed(slugs[1:])]
+        assert [page["articlesCount"] for page in pages] == [5, 5, 5]
+        by_offset = await list_articles(client, tag="walked", limit=2, offset=2)
+        assert slugs_of(by_offset) == walked[2:4]
 
     async def test_an_exactly_full_last_page_has_no_next_cursor(
         self, client: httpx.AsyncClient

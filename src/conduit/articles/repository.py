@@ -139,12 +139,9 @@ async def get_page(
     limit: int,
     offset: int = 0,
     after: Position | None = None,
-    total: int | None = None,
 ) -> Page:
-    """Newest first, after `after` when given; `total` counts every matching article, and is
-    counted unless the caller knows it."""
-    if total is None:
-        total = await count(session, conditions)
+    """Newest first, after `after` when given; `total` counts every matching article."""
+    total = await count(session, conditions)
     statement = _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
     if after is not None:
         statement = statement.where(_newest_first_after(after))
@@ -160,6 +157,49 @@ async def get_page(
     ]
     page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
     return Page(page, total, next_position)
+
+
+async def get_tag_page(
+    session: AsyncSession,
+    *,
+    tag: str,
+    viewer_id: int | None,
+    limit: int,
+    offset: int = 0,
+    after: Position | None = None,
+) -> Page:
+    """The articles carrying `tag`, newest first: a range of the tag's index entries, however
+    many articles the tag is on."""
+    keys = select(
+        ArticleTag.article_id.label("id"), ArticleTag.article_created_at.label("created_at")
+    ).where(ArticleTag.tag_id == select(Tag.id).where(Tag.name == tag).scalar_subquery())
+    if after is not None:
+        keys = keys.where(
+            _before(
+                [ArticleTag.article_created_at, ArticleTag.article_id],
+                [
+                    literal(after.created_at, DateTime(timezone=True)),
+                    literal(after.article_id, BigInteger),
+                ],
+            )
+        )
+    page_keys = (
+        keys.order_by(ArticleTag.article_created_at.desc(), ArticleTag.article_id.desc())
+        .limit(limit + 1)
+        .offset(offset)
+        .subquery("page_keys")
+    )
+    statement = (
+        _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
+        .join(page_keys, page_keys.c.id == Article.id)
+        .order_by(Article.created_at.desc(), Article.id.desc())
+    )
+    rows = [
+        ArticleRow(article, bool(favorited))
+        for article, favorited in await session.execute(statement)
+    ]
+    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
+    return Page(page, await count_tagged(session, tag), next_position)
 
 
 async def search_page(

@@ -165,10 +165,16 @@ async def _page(
             offset=request.offset,
             after=after,
         )
-    total = None
     if filters.tag is not None and filters.author is None and filters.favorited is None:
-        # A popular tag is on a large share of the articles; its count is kept as it changes.
-        total = await repository.count_tagged(session, filters.tag)
+        # A popular tag is on a large share of the articles: its own index orders them.
+        return await repository.get_tag_page(
+            session,
+            tag=filters.tag,
+            viewer_id=viewer_id,
+            limit=request.limit,
+            offset=request.offset,
+            after=after,
+        )
     return await repository.get_page(
         session,
         conditions=conditions,
@@ -176,7 +182,6 @@ async def _page(
         limit=request.limit,
         offset=request.offset,
         after=after,
-        total=total,
     )
 
 

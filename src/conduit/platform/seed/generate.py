@@ -375,7 +375,7 @@ ARTICLE_COLUMNS = (
     "created_at",
     "updated_at",
 )
-ARTICLE_TAG_COLUMNS = ("article_id", "tag_id")
+ARTICLE_TAG_COLUMNS = ("article_id", "tag_id", "article_created_at")
 FOLLOW_COLUMNS = ("follower_id", "followee_id", "created_at")
 FAVORITE_COLUMNS = ("user_id", "article_id", "created_at")
 COMMENT_COLUMNS = ("id", "body", "article_id", "author_id", "created_at", "updated_at")
@@ -501,10 +501,17 @@ def articles(plan: Plan, skeleton: Skeleton, start: Start, taken: Taken) -> Iter
         )
 
 
-def article_tags(plan: Plan, start: Start, tags: Sequence[int]) -> Iterator[PairRow]:
-    for index, chosen in enumerate(_article_tags(plan, tags)):
+def article_tags(
+    plan: Plan, skeleton: Skeleton, start: Start, tags: Sequence[int]
+) -> Iterator[DatedPairRow]:
+    """Each article's tags, with the article's creation time that orders a tag's page (given
+    here, so that the table's trigger need not look each one up)."""
+    chosen_tags = _article_tags(plan, tags)
+    for index, (created, chosen) in enumerate(
+        zip(skeleton.article_times, chosen_tags, strict=True)
+    ):
         for tag_id in chosen:
-            yield (start.article + index, tag_id)
+            yield (start.article + index, tag_id, to_datetime(created))
 
 
 def follows(plan: Plan, skeleton: Skeleton, start: Start) -> Iterator[DatedPairRow]:

@@ -256,7 +256,7 @@ class Loader:
             "article_tag",
             generate.ARTICLE_TAG_COLUMNS,
             None,
-            lambda: generate.article_tags(plan, start, tags),
+            lambda: generate.article_tags(plan, skeleton, start, tags),
         )
         await self._copy_phase(
             "follow",
