@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     # A PostgreSQL text search configuration: an identifier, checked against the database at
     # start-up.
     search_language: str = Field(default="english", pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    search_max_results: int = Field(default=1000, ge=1, le=100_000)
+    search_max_results: int = Field(default=200, ge=1, le=100_000)
 
     redis_url: str | None = None
     redis_key_prefix: str = "conduit:"
