@@ -107,7 +107,9 @@ async def database_before_the_counts(server_url: str) -> AsyncIterator[str]:
     await drop_database(server_url, name)
 
 
-async def test_upgrading_counts_and_orders_the_existing_rows(database_before_the_counts: str) -> None:
+async def test_upgrading_counts_and_orders_the_existing_rows(
+    database_before_the_counts: str,
+) -> None:
     connection = await asyncpg.connect(
         to_async_database_url(database_before_the_counts).replace("+asyncpg", "")
     )

@@ -111,6 +111,23 @@ async def test_value_rejected_by_the_database_is_422_not_500(
     assert broken.headers["access-control-allow-origin"] == "http://localhost:4200"
 
 
+async def test_a_statement_timeout_is_503_not_500(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """A valid request too costly for DB_STATEMENT_TIMEOUT_MS (a very deep offset on a large
+    list) is the server's refusal, with a hint, not an internal error."""
+
+    @app.get("/api/test/slow-query")
+    async def slow_query(session: SessionDep) -> None:
+        await session.execute(text("SET LOCAL statement_timeout = 50"))
+        await session.execute(text("SELECT pg_sleep(2)"))
+
+    response = await client.get("/test/slow-query")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert set(errors(response)) == {"database"}
+    assert "cursor" in errors(response)["database"][0]
+
+
 async def test_unpaired_surrogate_is_422(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/users",

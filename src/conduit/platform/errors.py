@@ -151,13 +151,37 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 def _is_rejected_value(exc: DBAPIError) -> bool:
     """A value PostgreSQL refused (SQLSTATE class 22, "data exception": out of range, badly
     encoded...) or that the driver could not encode for it (asyncpg's DataError)."""
-    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
     cause = exc.orig.__cause__ if exc.orig is not None else None
-    return sqlstate.startswith("22") or isinstance(cause, asyncpg.DataError)
+    return _sqlstate(exc).startswith("22") or isinstance(cause, asyncpg.DataError)
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", "") or "")
+
+
+# query_canceled: what PostgreSQL answers when DB_STATEMENT_TIMEOUT_MS runs out.
+_QUERY_CANCELED = "57014"
+_RETRY_AFTER_TIMEOUT_SECONDS = 5
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(DBAPIError, exc)
+    if _sqlstate(exc) == _QUERY_CANCELED:
+        # The request is valid but too costly for the time the database gives a statement
+        # (a very deep offset, say): the server is what could not serve it, not the client.
+        logger.warning("statement timeout on %s %s: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse(
+            error_body(
+                {
+                    "database": [
+                        "took too long to answer; retry later, or page with a cursor "
+                        "instead of a deep offset"
+                    ]
+                }
+            ),
+            status_code=503,
+            headers={"Retry-After": str(_RETRY_AFTER_TIMEOUT_SECONDS)},
+        )
     if not _is_rejected_value(exc):
         raise exc
     # Validation should stop bad values before they reach PostgreSQL; this is the safety net
