@@ -117,6 +117,18 @@ def _cut(
     return rows[:limit], positions[limit - 1]
 
 
+async def _newest_first_page(
+    session: AsyncSession, statement: Select[Article, bool], limit: int, total: int
+) -> Page:
+    """Run a newest-first page statement that reads `limit + 1` rows, and cut the page."""
+    rows = [
+        ArticleRow(article, bool(favorited))
+        for article, favorited in await session.execute(statement)
+    ]
+    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
+    return Page(page, total, next_position)
+
+
 async def count(session: AsyncSession, conditions: Sequence[ColumnElement[bool]]) -> int:
     """The number of articles matching every condition."""
     if not conditions:
@@ -151,12 +163,7 @@ async def get_page(
         .limit(limit + 1)
         .offset(offset)
     )
-    rows = [
-        ArticleRow(article, bool(favorited))
-        for article, favorited in await session.execute(statement)
-    ]
-    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
-    return Page(page, total, next_position)
+    return await _newest_first_page(session, statement, limit, total)
 
 
 async def get_tag_page(
@@ -194,12 +201,7 @@ async def get_tag_page(
         .join(page_keys, page_keys.c.id == Article.id)
         .order_by(Article.created_at.desc(), Article.id.desc())
     )
-    rows = [
-        ArticleRow(article, bool(favorited))
-        for article, favorited in await session.execute(statement)
-    ]
-    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
-    return Page(page, await count_tagged(session, tag), next_position)
+    return await _newest_first_page(session, statement, limit, await count_tagged(session, tag))
 
 
 async def search_page(
@@ -287,12 +289,7 @@ async def get_feed_page(
     statement = statement.join(keys, keys.c.id == Article.id).order_by(
         Article.created_at.desc(), Article.id.desc()
     )
-    rows = [
-        ArticleRow(article, bool(favorited))
-        for article, favorited in await session.execute(statement)
-    ]
-    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
-    return Page(page, total, next_position)
+    return await _newest_first_page(session, statement, limit, total)
 
 
 async def get_by_slug(
