@@ -257,7 +257,8 @@ async def survey(client: httpx.AsyncClient, *, pages: int = 10, seed: int = 2) -
     offsets = {0} | {rng.randrange(max(1, count - 20)) for _ in range(pages - 1)}
     slugs: list[str] = []
     usernames: list[str] = []
-    cursors: list[str] = []
+    # The one-article first page gives a cursor even when the whole list fits in one page.
+    cursors: list[str] = [first["nextCursor"]] if isinstance(first.get("nextCursor"), str) else []
     words: set[str] = set()
     for offset in sorted(offsets):
         response = await client.get("articles", params={"limit": 20, "offset": offset})
