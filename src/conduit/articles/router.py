@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from conduit.articles import cursors, service
 from conduit.articles.dependencies import ArticleBySlug, SlugPath
@@ -83,7 +84,13 @@ async def feed(
     return await service.feed(session, viewer=viewer, request=page)
 
 
-@router.get("/articles", tags=["Articles"], summary="Recent articles globally")
+@router.get(
+    "/articles",
+    tags=["Articles"],
+    summary="Recent articles globally",
+    response_model=ArticleList,
+    response_class=JSONResponse,
+)
 async def list_articles(
     request: Request,
     session: SessionDep,
@@ -96,11 +103,11 @@ async def list_articles(
     limit: Limit = 20,
     offset: Offset = 0,
     cursor: Cursor = None,
-) -> ArticleList:
+) -> JSONResponse:
     if q is not None and not q.strip():
         raise ValidationFailed("can't be blank", field="q")
     filters = service.ArticleFilters(tag=tag, author=author, favorited=favorited, q=q)
-    return await service.list_cached(
+    listing = await service.list_cached(
         session,
         cache,
         filters=filters,
@@ -108,6 +115,8 @@ async def list_articles(
         request=_page_request(request, limit, offset, cursor),
         search=_search_options(request),
     )
+    # Already in wire format: a response model would only validate it again.
+    return JSONResponse(listing)
 
 
 @router.post(
@@ -127,12 +136,17 @@ async def create_article(
     return envelope
 
 
-@router.get("/articles/{slug}", tags=["Articles"], summary="Get an article")
+@router.get(
+    "/articles/{slug}",
+    tags=["Articles"],
+    summary="Get an article",
+    response_model=ArticleEnvelope,
+    response_class=JSONResponse,
+)
 async def get_article(
     slug: SlugPath, session: SessionDep, cache: CacheDep, viewer: OptionalUser
-) -> ArticleEnvelope:
-    article = await service.get_cached(session, cache, slug=slug, viewer=viewer)
-    return ArticleEnvelope(article=article)
+) -> JSONResponse:
+    return JSONResponse(await service.get_cached(session, cache, slug=slug, viewer=viewer))
 
 
 @router.put("/articles/{slug}", tags=["Articles"], summary="Update an article")
@@ -172,6 +186,12 @@ async def unfavorite_article(
     return ArticleEnvelope(article=await service.to_read(session, row, user))
 
 
-@router.get("/tags", tags=["Tags"], summary="Get tags")
-async def get_tags(session: SessionDep, cache: CacheDep) -> TagsEnvelope:
-    return TagsEnvelope(tags=await service.tags_cached(session, cache))
+@router.get(
+    "/tags",
+    tags=["Tags"],
+    summary="Get tags",
+    response_model=TagsEnvelope,
+    response_class=JSONResponse,
+)
+async def get_tags(session: SessionDep, cache: CacheDep) -> JSONResponse:
+    return JSONResponse({"tags": await service.tags_cached(session, cache)})

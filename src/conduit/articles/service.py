@@ -36,6 +36,8 @@ SLUG_ATTEMPTS = 5
 # Cache generations: every article list, and the tags in use.
 ARTICLE_LISTS = "articles"
 TAGS = "tags"
+# Part of a cached list's key: a new layout of the entry must not read entries of the old one.
+LIST_ENTRY_FORMAT = 2
 
 
 def article_generation(slug: str) -> str:
@@ -316,8 +318,8 @@ async def tags_cached(session: AsyncSession, cache: Cache) -> list[str]:
 
 async def get_cached(
     session: AsyncSession, cache: Cache, *, slug: str, viewer: User | None
-) -> ArticleRead:
-    """The article as `viewer` sees it, from the cache when it holds a current entry."""
+) -> dict[str, Any]:
+    """The article envelope as `viewer` sees it, in wire format (see `list_cached`)."""
 
     async def load() -> dict[str, Any] | None:
         row = await repository.get_by_slug(session, slug, viewer_id=None)
@@ -330,27 +332,33 @@ async def get_cached(
             "article": read.model_dump(mode="json"),
         }
 
+    # A favorite or an edit of another article leaves this one as it was: no list generation.
     entry = await cache.get_or_load(
         "article",
         f"article:{slug}",
-        generations=[article_generation(slug), ARTICLE_LISTS, profiles_service.AUTHORS],
+        generations=[article_generation(slug), profiles_service.AUTHORS],
         load=load,
     )
     if entry is None:
         raise ArticleNotFound()
-    article = ArticleRead.model_validate(entry["article"])
-    if viewer is None:
-        return article
-    favorited = await repository.favorited_among(session, viewer.id, [entry["id"]])
-    followed = await profiles_service.followed_among(
-        session, follower=viewer, candidates=[entry["authorId"]]
-    )
-    return article.model_copy(
-        update={
-            "favorited": entry["id"] in favorited,
-            "author": article.author.model_copy(update={"following": bool(followed)}),
-        }
-    )
+    article: dict[str, Any] = entry["article"]
+    if viewer is not None:
+        favorited = await repository.favorited_among(session, viewer.id, [entry["id"]])
+        followed = await profiles_service.followed_among(
+            session, follower=viewer, candidates=[entry["authorId"]]
+        )
+        article = _as_seen_by(article, favorited=bool(favorited), following=bool(followed))
+    return {"article": article}
+
+
+def _as_seen_by(article: dict[str, Any], *, favorited: bool, following: bool) -> dict[str, Any]:
+    """A copy of a cached wire-format article with the viewer's own flags; the entry itself
+    may be shared with other requests (the in-process cache hands out its objects)."""
+    return {
+        **article,
+        "favorited": favorited,
+        "author": {**article["author"], "following": following},
+    }
 
 
 async def list_cached(
@@ -361,56 +369,38 @@ async def list_cached(
     viewer: User | None,
     request: PageRequest,
     search: SearchOptions,
-) -> ArticleList:
-    """A page of articles as `viewer` sees it; the page itself is shared by every caller."""
+) -> dict[str, Any]:
+    """A page of articles as `viewer` sees it; the page itself is shared by every caller.
+
+    The result is the response body in wire format (an `ArticleList`, dumped), since a cache
+    hit has nothing to validate: it was a model when it was stored.
+    """
 
     async def load() -> dict[str, Any]:
         page = await _page(session, filters=filters, viewer=None, request=request, search=search)
         listing = await _summaries(session, page, None)
         return {
-            "articlesCount": listing.articles_count,
-            "nextCursor": listing.next_cursor,
-            "articles": [
-                {
-                    "id": row.article.id,
-                    "authorId": row.article.author_id,
-                    "summary": summary.model_dump(mode="json"),
-                }
-                for row, summary in zip(page.rows, listing.articles, strict=True)
-            ],
+            "ids": [[row.article.id, row.article.author_id] for row in page.rows],
+            "listing": listing.model_dump(mode="json"),
         }
 
     query = json.dumps({**asdict(filters), **asdict(request)}, sort_keys=True)
     entry = await cache.get_or_load(
         "articles",
-        f"articles:{hashlib.sha256(query.encode()).hexdigest()[:32]}",
+        f"articles:{LIST_ENTRY_FORMAT}:{hashlib.sha256(query.encode()).hexdigest()[:32]}",
         generations=[ARTICLE_LISTS, profiles_service.AUTHORS],
         load=load,
     )
-    items: list[dict[str, Any]] = entry["articles"]
-    favorited: set[int] = set()
-    followed: set[int] = set()
-    if viewer is not None and items:
-        favorited = await repository.favorited_among(
-            session, viewer.id, [item["id"] for item in items]
-        )
-        followed = await profiles_service.followed_among(
-            session, follower=viewer, candidates={item["authorId"] for item in items}
-        )
-    summaries = []
-    for item in items:
-        summary = ArticleSummary.model_validate(item["summary"])
-        if viewer is not None:
-            following = item["authorId"] in followed
-            summary = summary.model_copy(
-                update={
-                    "favorited": item["id"] in favorited,
-                    "author": summary.author.model_copy(update={"following": following}),
-                }
-            )
-        summaries.append(summary)
-    return ArticleList(
-        articles=summaries,
-        articles_count=entry["articlesCount"],
-        next_cursor=entry["nextCursor"],
+    listing: dict[str, Any] = entry["listing"]
+    ids: list[list[int]] = entry["ids"]
+    if viewer is None or not ids:
+        return listing
+    favorited = await repository.favorited_among(session, viewer.id, [id_ for id_, _ in ids])
+    followed = await profiles_service.followed_among(
+        session, follower=viewer, candidates={author_id for _, author_id in ids}
     )
+    articles = [
+        _as_seen_by(article, favorited=id_ in favorited, following=author_id in followed)
+        for article, (id_, author_id) in zip(listing["articles"], ids, strict=True)
+    ]
+    return {**listing, "articles": articles}

@@ -296,7 +296,8 @@ def _forget_pending(session: AsyncSession) -> Callable[[], None]:
     return lambda: session.info.pop(_PENDING_GENERATIONS, None)
 
 
-def get_cache(request: Request) -> Cache:
+# Async, like every dependency on a hot path: a plain function would be run in a thread.
+async def get_cache(request: Request) -> Cache:
     cache: Cache = request.app.state.cache
     return cache
 

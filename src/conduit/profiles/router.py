@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
 
 from conduit.platform.cache import CacheDep
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
@@ -14,12 +15,17 @@ router = APIRouter(tags=["Profile"], route_class=AutoCommitRoute)
 UsernamePath = Annotated[Text, Path(max_length=255, description="Username of the profile")]
 
 
-@router.get("/profiles/{username}", summary="Get a profile")
+@router.get(
+    "/profiles/{username}",
+    summary="Get a profile",
+    response_model=ProfileEnvelope,
+    response_class=JSONResponse,
+)
 async def get_profile(
     username: UsernamePath, session: SessionDep, cache: CacheDep, viewer: OptionalUser
-) -> ProfileEnvelope:
+) -> JSONResponse:
     profile = await service.get_profile_cached(session, cache, username=username, viewer=viewer)
-    return ProfileEnvelope(profile=profile)
+    return JSONResponse(profile)
 
 
 @router.post("/profiles/{username}/follow", summary="Follow a user")

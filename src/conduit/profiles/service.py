@@ -87,7 +87,10 @@ async def unfollow(session: AsyncSession, *, follower: User, followee: User) -> 
 
 async def get_profile_cached(
     session: AsyncSession, cache: Cache, *, username: str, viewer: User | None
-) -> ProfileRead:
+) -> dict[str, Any]:
+    """The profile envelope as `viewer` sees it, in wire format: a cache hit has nothing to
+    validate."""
+
     async def load() -> dict[str, Any] | None:
         user = await users_repository.get_by_username(session, username)
         if user is None:
@@ -102,9 +105,8 @@ async def get_profile_cached(
     )
     if entry is None:
         raise ProfileNotFound()
-    profile = ProfileRead.model_validate(entry["profile"])
     followed = await followed_among(session, follower=viewer, candidates=[entry["id"]])
-    return profile.model_copy(update={"following": bool(followed)})
+    return {"profile": {**entry["profile"], "following": bool(followed)}}
 
 
 def public_profile_changed(session: AsyncSession, *usernames: str) -> None:
