@@ -152,16 +152,25 @@ async def get_page(
     offset: int = 0,
     after: Position | None = None,
 ) -> Page:
-    """Newest first, after `after` when given; `total` counts every matching article."""
+    """Newest first, after `after` when given; `total` counts every matching article.
+
+    The page's ids are found first, on the article table alone: skipped rows are index entries
+    passed over, never joined to their authors and tags.
+    """
     total = await count(session, conditions)
-    statement = _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
+    keys = select(Article.id).where(*conditions)
     if after is not None:
-        statement = statement.where(_newest_first_after(after))
-    statement = (
-        statement.where(*conditions)
-        .order_by(Article.created_at.desc(), Article.id.desc())
+        keys = keys.where(_newest_first_after(after))
+    page_keys = (
+        keys.order_by(Article.created_at.desc(), Article.id.desc())
         .limit(limit + 1)
         .offset(offset)
+        .subquery("page_keys")
+    )
+    statement = (
+        _with_favorited(_summaries_with_author_and_tags(select(Article)), viewer_id)
+        .join(page_keys, page_keys.c.id == Article.id)
+        .order_by(Article.created_at.desc(), Article.id.desc())
     )
     return await _newest_first_page(session, statement, limit, total)
 
