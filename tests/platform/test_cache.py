@@ -61,6 +61,43 @@ class TestCachedReads:
         assert second["body"] == "Cached body"
         assert counted(CACHE_HITS, "article") == hits + 1
 
+    async def test_writes_to_other_articles_leave_an_article_cached(
+        self, client: httpx.AsyncClient, engine: Any
+    ) -> None:
+        author, fan = await register(client), await register(client)
+        slug = (await create_article(client, author))["slug"]
+        other = (await create_article(client, author))["slug"]
+        first = await get_article(client, slug)
+        response = await client.post(f"/articles/{other}/favorite", headers=fan.headers)
+        assert response.status_code == 200, response.text
+        await create_article(client, author)
+        with recorded_statements(engine) as statements:
+            second = await get_article(client, slug)
+        assert statements == []
+        assert second == first
+
+    async def test_cached_reads_answer_the_wire_format_of_their_schemas(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        author, viewer = await register(client), await register(client)
+        await create_article(client, author, tagList=["wire"])
+        for reader in (None, viewer):
+            for _ in range(2):  # the miss that builds the entry, then the hit
+                listing = await list_articles(client, reader, author=author.username)
+                (summary,) = listing["articles"]
+                assert set(listing) == {"articles", "articlesCount", "nextCursor"}
+                assert {"tagList", "createdAt", "favoritesCount"} <= set(summary)
+                assert "body" not in summary
+                assert summary["createdAt"].endswith("Z")
+                article = await get_article(client, summary["slug"], reader)
+                assert set(article) == set(summary) | {"body"}
+                assert set(await get_profile(client, author.username, reader)) == {
+                    "username",
+                    "bio",
+                    "image",
+                    "following",
+                }
+
     async def test_lists_tags_and_profiles_are_served_from_the_cache(
         self, client: httpx.AsyncClient, engine: Any
     ) -> None:
