@@ -29,12 +29,17 @@ from conduit.platform.observability.logging import configure_logging, logging_co
 from conduit.platform.observability.metrics import MULTIPROC_DIR, clear_multiprocess_directory
 from conduit.platform.seed import Mode, Options, Plan, SeedRefused, seed
 from conduit.platform.seed.console import ProgressBars
-from conduit.platform.settings import Settings, SettingsError, get_settings
+from conduit.platform.settings import Environment, Settings, SettingsError, get_settings
 from conduit.users import repository as users_repository
 from conduit.users import service as users_service
 from conduit.users.schemas import NewUserEnvelope
 
 T = TypeVar("T")
+
+# How long a new server process may take to import the app and answer uvicorn's health check.
+# uvicorn's 5 s default kills and respawns processes forever on a busy machine where the
+# bytecode cache is off (PYTHONDONTWRITEBYTECODE) and every start compiles the whole app.
+WORKER_STARTUP_SECONDS = 60
 
 app = typer.Typer(
     help=(
@@ -71,7 +76,17 @@ def _database_url(settings: Settings) -> str:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Number of server processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=(
+                "Number of server processes. Default: one per CPU in production with REDIS_URL "
+                "set (which they share), else 1."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     reload: Annotated[
         bool, typer.Option(help="Restart when the code changes (development).")
     ] = False,
@@ -92,6 +107,8 @@ def serve(
         os.environ["WORKER_IN_PROCESS"] = "true" if worker else "false"
         get_settings.cache_clear()
     settings = _settings()
+    if workers is None:
+        workers = default_workers(settings)
     if workers > 1 and settings.redis_url is None:
         typer.secho(
             f"refusing to start {workers} worker processes without REDIS_URL: the cache, rate "
@@ -132,7 +149,16 @@ def serve(
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
         )
+
+
+def default_workers(settings: Settings) -> int:
+    """One process per CPU where speed matters (production) and the processes can share the
+    cache, rate limits and idempotency keys (REDIS_URL)."""
+    if settings.environment is not Environment.production or settings.redis_url is None:
+        return 1
+    return os.cpu_count() or 1
 
 
 def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:

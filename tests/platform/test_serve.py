@@ -11,6 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
+
+from conduit.cli import default_workers
+from conduit.platform.settings import Settings
 
 STARTUP_SECONDS = 60
 
@@ -69,3 +73,23 @@ def test_data_survives_a_restart_and_sigterm_stops_the_embedded_database(tmp_pat
         me = httpx.get(f"{api}/user", headers={"Authorization": f"Token {token}"})
         assert me.status_code == 200
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize(
+    ("environment", "redis_url", "expected"),
+    [
+        ("production", "redis://127.0.0.1:6379/0", os.cpu_count() or 1),
+        ("production", None, 1),
+        ("development", "redis://127.0.0.1:6379/0", 1),
+    ],
+)
+def test_serve_defaults_to_a_process_per_cpu_only_in_production_with_redis(
+    environment: str, redis_url: str | None, expected: int
+) -> None:
+    settings = Settings(
+        environment=environment,
+        redis_url=redis_url,
+        database_url="postgresql://unused@127.0.0.1:1/unused",
+        jwt_secret="a-production-secret-that-is-long-enough-0123456789",
+    )
+    assert default_workers(settings) == expected
