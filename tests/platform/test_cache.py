@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from conduit.platform.cache import Cache
+from conduit.platform.cache import Cache, CacheAddress
 from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
 from conduit.platform.settings import Settings
 from tests.articles.test_queries import recorded_statements
@@ -291,7 +291,7 @@ class TestCacheMechanics:
 
         results = await asyncio.gather(
             *(
-                cache.get_or_load("test", "hot", generations=["hot"], load=slow_load)
+                cache.get_or_load(CacheAddress("test", "hot", ("hot",)), load=slow_load)
                 for _ in range(10)
             )
         )
@@ -309,10 +309,10 @@ class TestCacheMechanics:
             return value
 
         first = await cache.get_or_load(
-            "test", "race", generations=["race"], load=load_racing_a_write
+            CacheAddress("test", "race", ("race",)), load=load_racing_a_write
         )
         second = await cache.get_or_load(
-            "test", "race", generations=["race"], load=load_racing_a_write
+            CacheAddress("test", "race", ("race",)), load=load_racing_a_write
         )
         assert (first, second) == ("old", "new")
 
@@ -326,7 +326,9 @@ class TestCacheMechanics:
 
         for _ in range(2):
             with pytest.raises(LookupError):
-                await cache.get_or_load("test", "broken", generations=["broken"], load=failing_load)
+                await cache.get_or_load(
+                    CacheAddress("test", "broken", ("broken",)), load=failing_load
+                )
         assert calls == 2
 
 

@@ -24,7 +24,7 @@ from conduit.articles.schemas import (
     NewArticle,
     UpdateArticle,
 )
-from conduit.platform.cache import Cache, invalidate_after_commit
+from conduit.platform.cache import Cache, CacheAddress, invalidate_after_commit
 from conduit.platform.errors import Forbidden, NotFound, ValidationFailed
 from conduit.platform.jobs.queue import publish
 from conduit.profiles import service as profiles_service
@@ -80,6 +80,28 @@ class PageRequest:
 class SearchOptions:
     language: str
     max_results: int
+
+
+TAGS_ENTRY = CacheAddress("tags", "tags", (TAGS,))
+
+
+def article_entry(slug: str) -> CacheAddress:
+    """The cached envelope of one article, as anyone but its readers' own flags see it."""
+    # A favorite or an edit of another article leaves this one as it was: no list generation.
+    return CacheAddress(
+        "article", f"article:{slug}", (article_generation(slug), profiles_service.AUTHORS)
+    )
+
+
+def list_entry(filters: ArticleFilters, request: PageRequest) -> CacheAddress:
+    """The cached page of a list: its ids, and the listing as an anonymous caller sees it."""
+    query = json.dumps({**asdict(filters), **asdict(request)}, sort_keys=True)
+    digest = hashlib.sha256(query.encode()).hexdigest()[:32]
+    return CacheAddress(
+        "articles",
+        f"articles:{LIST_ENTRY_FORMAT}:{digest}",
+        (ARTICLE_LISTS, profiles_service.AUTHORS),
+    )
 
 
 def _summary_fields(row: ArticleRow, *, following: bool) -> dict[str, object]:
@@ -312,7 +334,7 @@ async def tags_cached(session: AsyncSession, cache: Cache) -> list[str]:
     async def load() -> list[str]:
         return await tags(session)
 
-    names: list[str] = await cache.get_or_load("tags", "tags", generations=[TAGS], load=load)
+    names: list[str] = await cache.get_or_load(TAGS_ENTRY, load=load)
     return names
 
 
@@ -332,13 +354,7 @@ async def get_cached(
             "article": read.model_dump(mode="json"),
         }
 
-    # A favorite or an edit of another article leaves this one as it was: no list generation.
-    entry = await cache.get_or_load(
-        "article",
-        f"article:{slug}",
-        generations=[article_generation(slug), profiles_service.AUTHORS],
-        load=load,
-    )
+    entry = await cache.get_or_load(article_entry(slug), load=load)
     if entry is None:
         raise ArticleNotFound()
     article: dict[str, Any] = entry["article"]
@@ -384,13 +400,7 @@ async def list_cached(
             "listing": listing.model_dump(mode="json"),
         }
 
-    query = json.dumps({**asdict(filters), **asdict(request)}, sort_keys=True)
-    entry = await cache.get_or_load(
-        "articles",
-        f"articles:{LIST_ENTRY_FORMAT}:{hashlib.sha256(query.encode()).hexdigest()[:32]}",
-        generations=[ARTICLE_LISTS, profiles_service.AUTHORS],
-        load=load,
-    )
+    entry = await cache.get_or_load(list_entry(filters, request), load=load)
     listing: dict[str, Any] = entry["listing"]
     ids: list[list[int]] = entry["ids"]
     if viewer is None or not ids:

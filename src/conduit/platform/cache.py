@@ -18,6 +18,7 @@ falls back to the database: a read never fails because of the cache.
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, Final, Generic, TypeVar, cast
 
@@ -46,6 +47,16 @@ GENERATION_TTL_SECONDS = 7 * 24 * 3600
 
 _BACKEND_ERRORS: Final = (CacheBackendInteractionError, RedisError, OSError, TimeoutError)
 _PENDING_GENERATIONS = "conduit.cache.stale_generations"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheAddress:
+    """Where a cached value lives: its key, the generations it is built from, and the name
+    that labels its hit and miss metrics."""
+
+    name: str
+    key: str
+    generations: tuple[str, ...]
 
 
 class CacheUnavailable(Exception):
@@ -121,19 +132,27 @@ class Cache:
     async def ping(self) -> None:
         await self._call(lambda: self._backend.ping())
 
-    async def get_or_load(
-        self,
-        name: str,
-        key: str,
-        *,
-        generations: Sequence[str],
-        load: Callable[[], Awaitable[T]],
-    ) -> T:
-        """The cached value of `key`, or `load()`'s, stored for later readers unless None.
+    async def peek(self, address: CacheAddress) -> JsonValue | None:
+        """The fresh value at `address`, or None when there is none to serve (missing, stale,
+        the cache disabled or down). Never loads, and counts only hits: a caller that goes on
+        to `get_or_load` counts the miss there."""
+        if not self.enabled:
+            return None
+        try:
+            value, _ = await self._lookup(address.key, address.generations)
+        except CacheUnavailable:
+            return None
+        if value is _MISSING:
+            return None
+        CACHE_HITS.labels(address.name).inc()
+        return value
 
-        `name` labels the hit and miss metrics; `generations` are what the value is built
-        from. Exceptions from `load` propagate unchanged (a 404 stays a 404).
+    async def get_or_load(self, address: CacheAddress, *, load: Callable[[], Awaitable[T]]) -> T:
+        """The cached value at `address`, or `load()`'s, stored for later readers unless None.
+
+        Exceptions from `load` propagate unchanged (a 404 stays a 404).
         """
+        name, key, generations = address.name, address.key, address.generations
         if not self.enabled:
             return await load()
         try:

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conduit.platform.cache import Cache, invalidate_after_commit
+from conduit.platform.cache import Cache, CacheAddress, invalidate_after_commit
 from conduit.platform.errors import NotFound, ValidationFailed
 from conduit.platform.jobs.queue import publish
 from conduit.profiles.models import Follow
@@ -25,6 +25,11 @@ AUTHORS = "authors"
 
 def profile_generation(username: str) -> str:
     return f"profile:{username.lower()}"
+
+
+def profile_entry(username: str) -> CacheAddress:
+    """The cached envelope of one profile, without the caller's `following` flag."""
+    return CacheAddress("profile", f"profile:{username.lower()}", (profile_generation(username),))
 
 
 class ProfileNotFound(NotFound):
@@ -97,12 +102,7 @@ async def get_profile_cached(
             return None
         return {"id": user.id, "profile": to_profile(user, following=False).model_dump()}
 
-    entry = await cache.get_or_load(
-        "profile",
-        f"profile:{username.lower()}",
-        generations=[profile_generation(username)],
-        load=load,
-    )
+    entry = await cache.get_or_load(profile_entry(username), load=load)
     if entry is None:
         raise ProfileNotFound()
     followed = await followed_among(session, follower=viewer, candidates=[entry["id"]])
