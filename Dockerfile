@@ -47,4 +47,6 @@ EXPOSE 8000 9100
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
 ENTRYPOINT ["conduit"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+# One process per container: containers scale by replicas, and the CPU count a process sees is
+# the host's, not the container's limit.
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "1"]

@@ -100,7 +100,15 @@ def test_api_pods_probe_the_health_endpoints_and_drain_within_their_grace_period
     api = find(objects, "Deployment", "conduit-api")
     spec = pod_spec(api)
     [container] = spec["containers"]
-    assert container["args"] == ["serve", "--host", "0.0.0.0", "--port", "8000"]  # noqa: S104
+    assert container["args"] == [
+        "serve",
+        "--host",
+        "0.0.0.0",  # noqa: S104
+        "--port",
+        "8000",
+        "--workers",
+        "1",
+    ]
     assert container["startupProbe"]["httpGet"]["path"] == "/health/startup"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
