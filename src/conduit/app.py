@@ -14,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from conduit import __version__, background  # noqa: F401 (registers every job)
 from conduit.admin.router import router as admin_router
 from conduit.articles import repository as articles_repository
+from conduit.articles.router import CACHED_READS as ARTICLE_CACHED_READS
 from conduit.articles.router import router as articles_router
 from conduit.comments.router import router as comments_router
 from conduit.notifications.router import router as notifications_router
 from conduit.platform.backends import close_backends, open_backends
+from conduit.platform.cached_reads import AnonymousCachedReads
 from conduit.platform.db import migrations
 from conduit.platform.db.embedded import start_embedded_postgres
 from conduit.platform.db.engine import create_engine, create_sessionmaker
@@ -43,11 +45,14 @@ from conduit.platform.observability import metrics, tracing
 from conduit.platform.observability.logging import configure_logging_unless_done
 from conduit.platform.rate_limit import RateLimitHeaders, enforce_rate_limits
 from conduit.platform.settings import Settings, SettingsError, get_settings
+from conduit.profiles.router import CACHED_READS as PROFILE_CACHED_READS
 from conduit.profiles.router import router as profiles_router
 from conduit.users.router import router as users_router
 from conduit.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api"
 
 
 async def resolve_database_url(settings: Settings) -> str:
@@ -136,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.tracer_provider = tracer_provider
 
-    api = APIRouter(prefix="/api", dependencies=[Depends(enforce_rate_limits)])
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_rate_limits)])
     for router in (
         users_router,
         profiles_router,
@@ -153,7 +158,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_idempotency(app)
 
     # Added innermost first: a request meets StripTrailingSlash, the request id, security
-    # headers, the access log, metrics, CORS, the body limit, then the rest.
+    # headers, the access log, metrics, CORS, the body limit, then the rest, and last the
+    # cached reads, so that what they answer gets everything a routed response gets.
+    app.add_middleware(
+        AnonymousCachedReads,
+        prefix=API_PREFIX,
+        reads=[*ARTICLE_CACHED_READS, *PROFILE_CACHED_READS],
+    )
     app.add_middleware(ETags)
     app.add_middleware(RequireJsonBody)
     app.add_middleware(RateLimitHeaders)

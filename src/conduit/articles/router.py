@@ -1,4 +1,6 @@
-from typing import Annotated
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -13,7 +15,8 @@ from conduit.articles.schemas import (
     UpdateArticleEnvelope,
 )
 from conduit.articles.service import PageRequest, SearchOptions
-from conduit.platform.cache import CacheDep
+from conduit.platform.cache import CacheAddress, CacheDep
+from conduit.platform.cached_reads import CachedRead, bounded_int, storable_text
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
 from conduit.platform.errors import ValidationFailed
 from conduit.platform.idempotency import Idempotency
@@ -24,6 +27,7 @@ from conduit.users.dependencies import CurrentUser, OptionalUser
 router = APIRouter(route_class=AutoCommitRoute)
 
 MAX_OFFSET = 2**31 - 1
+DEFAULT_LIMIT = 20
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Number of articles to skip")]
 FilterText = Annotated[Text | None, Query(max_length=255)]
 Cursor = Annotated[
@@ -76,7 +80,7 @@ async def feed(
     request: Request,
     session: SessionDep,
     viewer: CurrentUser,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
     cursor: Cursor = None,
 ) -> ArticleList:
@@ -100,7 +104,7 @@ async def list_articles(
     author: FilterText = None,
     favorited: FilterText = None,
     q: SearchText = None,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
     cursor: Cursor = None,
 ) -> JSONResponse:
@@ -195,3 +199,55 @@ async def unfavorite_article(
 )
 async def get_tags(session: SessionDep, cache: CacheDep) -> JSONResponse:
     return JSONResponse({"tags": await service.tags_cached(session, cache)})
+
+
+# What the cached-reads layer answers before routing: anonymous calls of the reads above whose
+# parameters it can read exactly as the routes do (see `platform.cached_reads`).
+_LIST_FILTERS = ("tag", "author", "favorited")
+_LIST_PARAMETERS = frozenset({*_LIST_FILTERS, "limit", "offset"})
+
+
+def _list_address(
+    _: re.Match[str], query: Mapping[str, str], settings: Settings
+) -> CacheAddress | None:
+    if not query.keys() <= _LIST_PARAMETERS:
+        return None
+    if not all(storable_text(query[name]) for name in _LIST_FILTERS if name in query):
+        return None
+    limit = bounded_int(
+        query.get("limit", str(DEFAULT_LIMIT)), minimum=1, maximum=settings.max_page_size
+    )
+    offset = bounded_int(query.get("offset", "0"), minimum=0, maximum=MAX_OFFSET)
+    if limit is None or offset is None:
+        return None
+    filters = service.ArticleFilters(
+        tag=query.get("tag"), author=query.get("author"), favorited=query.get("favorited")
+    )
+    return service.list_entry(filters, PageRequest(limit=limit, offset=offset))
+
+
+def _article_address(
+    match: re.Match[str], query: Mapping[str, str], _: Settings
+) -> CacheAddress | None:
+    slug = match["slug"]
+    return service.article_entry(slug) if storable_text(slug) else None
+
+
+def _listing_body(entry: dict[str, Any]) -> Any:
+    return entry["listing"]
+
+
+def _article_body(entry: dict[str, Any]) -> Any:
+    return {"article": entry["article"]}
+
+
+def _tags_body(names: list[str]) -> Any:
+    return {"tags": names}
+
+
+CACHED_READS = (
+    CachedRead(re.compile(r"/articles"), _list_address, _listing_body),
+    # /articles/feed is a route of its own, for callers with a token.
+    CachedRead(re.compile(r"/articles/(?!feed$)(?P<slug>[^/]+)"), _article_address, _article_body),
+    CachedRead(re.compile(r"/tags"), lambda *_: service.TAGS_ENTRY, _tags_body),
+)

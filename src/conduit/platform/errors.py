@@ -120,10 +120,13 @@ def validation_errors(errors: Sequence[Mapping[str, Any]]) -> dict[str, list[str
     return collected
 
 
+def error_response(error: ConduitError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Token"} if error.status_code == 401 else None
+    return JSONResponse(error_body(error.errors), status_code=error.status_code, headers=headers)
+
+
 async def _conduit_error(_: Request, exc: Exception) -> JSONResponse:
-    exc = cast(ConduitError, exc)
-    headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
-    return JSONResponse(error_body(exc.errors), status_code=exc.status_code, headers=headers)
+    return error_response(cast(ConduitError, exc))
 
 
 async def _request_validation_error(_: Request, exc: Exception) -> JSONResponse:

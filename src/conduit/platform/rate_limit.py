@@ -92,6 +92,8 @@ class LimitReport:
 
 @dataclass(slots=True)
 class _RequestLimits:
+    # Once per request, whichever layer gets there first (the cached-reads one, or the route).
+    enforced: bool = False
     reports: list[LimitReport] = field(default_factory=list)
     rejected: LimitReport | None = None
     unavailable_retry_after: int | None = None
@@ -178,9 +180,14 @@ class Limiter:
                 _reject(request, report, f"are limited to {item}")
 
     async def enforce(self, request: Request) -> None:
-        """The caller's tier limit, and the write limit on writes."""
+        """The caller's tier limit, and the write limit on writes; once per request, however
+        many times it is called."""
         if not self.enabled:
             return
+        this_request = _limits_of(request)
+        if this_request.enforced:
+            return
+        this_request.enforced = True
         user_id = user_id_from_request(request)
         if user_id is None:
             identity, limits = f"ip:{self.client_ip(request)}", self._anonymous

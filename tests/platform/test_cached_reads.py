@@ -1,0 +1,116 @@
+"""Anonymous reads answered from the cache before routing: the routes' own answers, byte for
+byte, only for requests the routes would accept, and the caller's rate limit taken once."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from conduit.platform.db.session import get_session
+from conduit.platform.settings import Settings
+from tests.helpers import create_article, register
+from tests.platform.backends import BACKENDS, on_backend
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    return on_backend(settings, request.param, request)
+
+
+def refuse_routing(app: FastAPI) -> None:
+    """From now on, any request that reaches a route needing the database fails."""
+
+    async def no_session() -> AsyncIterator[AsyncSession]:
+        raise AssertionError("routed to the database")
+        yield  # pragma: no cover
+
+    app.dependency_overrides[get_session] = no_session
+
+
+async def test_cached_reads_answer_as_their_routes_did_without_routing(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    author = await register(client)
+    slug = (await create_article(client, author, tagList=["cached"]))["slug"]
+    paths = [
+        "/articles",
+        "/articles?limit=5&offset=0",
+        f"/articles?tag=cached&author={author.username}",
+        f"/articles/{slug}",
+        f"/profiles/{author.username}",
+        "/tags",
+    ]
+    routed = {path: await client.get(path) for path in paths}
+    assert {path: response.status_code for path, response in routed.items()} == dict.fromkeys(
+        paths, 200
+    )
+    refuse_routing(app)
+    for path in paths:
+        cached = await client.get(path)
+        assert cached.status_code == 200, (path, cached.text)
+        assert cached.content == routed[path].content, path
+        assert cached.headers["etag"] == routed[path].headers["etag"]
+        assert cached.headers["x-request-id"] != routed[path].headers["x-request-id"]
+        assert cached.headers["x-content-type-options"] == "nosniff"
+        again = await client.get(path, headers={"If-None-Match": cached.headers["etag"]})
+        assert again.status_code == 304
+
+
+async def test_requests_the_routes_would_refuse_still_reach_them(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    author = await register(client)
+    slug = (await create_article(client, author))["slug"]
+    for path in ("/articles", f"/articles/{slug}", f"/profiles/{author.username}"):
+        assert (await client.get(path)).status_code == 200
+    refused = {
+        "/articles?limit=0": 422,
+        "/articles?limit=abc": 422,
+        "/articles?limit=-1": 422,
+        f"/articles?limit={settings.max_page_size + 1}": 422,
+        "/articles?offset=-1": 422,
+        "/articles?offset=1.5": 422,
+        f"/articles?tag={'x' * 256}": 422,
+        "/articles?tag=a%00b": 422,
+        "/articles?cursor=nonsense": 422,
+        f"/articles/{slug}x": 404,
+        "/profiles/nobody-by-this-name": 404,
+    }
+    answers = {path: (await client.get(path)).status_code for path in refused}
+    assert answers == refused
+
+
+async def test_a_token_is_never_answered_as_anonymous(client: httpx.AsyncClient) -> None:
+    author, reader = await register(client), await register(client)
+    slug = (await create_article(client, author))["slug"]
+    assert (await client.get(f"/articles/{slug}")).status_code == 200
+    favorite = await client.post(f"/articles/{slug}/favorite", headers=reader.headers)
+    assert favorite.status_code == 200
+    assert (await client.get(f"/articles/{slug}")).json()["article"]["favorited"] is False
+    mine = await client.get(f"/articles/{slug}", headers=reader.headers)
+    assert mine.json()["article"]["favorited"] is True
+    forged = await client.get(f"/articles/{slug}", headers={"Authorization": "Token forged"})
+    assert forged.status_code == 401
+    # Anonymous: the feed is a route of its own, never an article named "feed".
+    assert (await client.get("/articles/feed")).status_code == 401
+
+
+class TestRateLimits:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"rate_limit_anonymous": "4/minute"})
+
+    async def test_a_cached_read_counts_once_whether_or_not_it_was_routed(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # The first read misses and is routed; the others are answered from the cache.
+        responses = [await client.get("/tags") for _ in range(5)]
+        assert [response.status_code for response in responses] == [200, 200, 200, 200, 429]
+        remaining = [int(response.headers["x-ratelimit-remaining"]) for response in responses]
+        assert remaining == [3, 2, 1, 0, 0]
+        assert "retry-after" in responses[-1].headers
+        assert responses[-1].json()["errors"]
