@@ -21,12 +21,13 @@ DELIVERY_RETENTION = timedelta(days=30)
 DESTINATION_IDLE = timedelta(days=1)
 
 
-@subscribe("webhooks.fan_out", *sorted(EVENT_TYPES))
+@subscribe("webhooks.fan_out", *sorted(EVENT_TYPES), audience=service.any_endpoint_receives)
 async def fan_out(context: JobContext, event: Event) -> None:
     """One delivery per matching active endpoint, and a job to attempt it.
 
     A delivery is unique per (endpoint, event): should this handler ever see the event twice,
-    the second pass creates and queues nothing.
+    the second pass creates and queues nothing. Events that no active endpoint receives when
+    they happen are not queued for it at all.
     """
     session = context.session
     concerned = await payloads.concerned_user_ids(session, event)

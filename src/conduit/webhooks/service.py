@@ -11,7 +11,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.platform.errors import ConduitError, NotFound, ValidationFailed
@@ -259,6 +259,19 @@ async def redeliver(
     await schedule_delivery(session, delivery_id=delivery.id, schedule=schedule)
     await session.refresh(delivery)
     return delivery
+
+
+async def any_endpoint_receives(session: AsyncSession, event_type: str) -> bool:
+    """Whether any active endpoint takes `event_type` at all, whoever it belongs to: the cheap
+    question a write asks before queueing the fan-out."""
+    found = await session.scalar(
+        select(
+            exists().where(
+                WebhookEndpoint.active, WebhookEndpoint.event_types.contains([event_type])
+            )
+        )
+    )
+    return bool(found)
 
 
 async def endpoints_for_event(

@@ -76,7 +76,11 @@ async def publish(session: AsyncSession, event_type: str, **data: Any) -> Event:
     session.add(
         DomainEvent(id=event.id, type=event.type, data=event.data, occurred_at=event.occurred_at)
     )
-    subscribers = registry.subscribers_of(event_type)
+    subscribers = [
+        subscriber
+        for subscriber in registry.subscribers_of(event_type)
+        if subscriber.audience is None or await subscriber.audience(session, event_type)
+    ]
     if subscribers:
         queries = await _queries(session)
         body = encode(event.to_json())

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from conduit.platform.jobs.context import JobContext
 
 JsonObject = dict[str, Any]
@@ -45,6 +47,8 @@ class Event:
 JobHandler = Callable[["JobContext", JsonObject], Awaitable[None]]
 EventHandler = Callable[["JobContext", Event], Awaitable[None]]
 PeriodicHandler = Callable[["JobContext"], Awaitable[None]]
+# Whether an event of this type could concern anyone now, asked in the publishing transaction.
+Audience = Callable[["AsyncSession", str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class Subscription:
     event_types: tuple[str, ...]
     handler: EventHandler
     max_attempts: int | None = None
+    # When it answers False, the event is not queued for this handler at all: a handler with
+    # nobody to serve most of the time (webhooks) costs a write nothing but this question.
+    audience: Audience | None = None
 
 
 @dataclass(frozen=True)
@@ -93,14 +100,20 @@ class Registry:
         return register
 
     def subscribe(
-        self, name: str, *event_types: str, max_attempts: int | None = None
+        self,
+        name: str,
+        *event_types: str,
+        max_attempts: int | None = None,
+        audience: Audience | None = None,
     ) -> Callable[[EventHandler], EventHandler]:
         def register(handler: EventHandler) -> EventHandler:
             self._claim(name)
             unknown = set(event_types) - EVENT_TYPES
             if unknown:
                 raise RuntimeError(f"{name} subscribes to unknown events {sorted(unknown)}")
-            self.subscriptions[name] = Subscription(name, event_types, handler, max_attempts)
+            self.subscriptions[name] = Subscription(
+                name, event_types, handler, max_attempts, audience
+            )
             return handler
 
         return register
