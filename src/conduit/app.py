@@ -2,6 +2,7 @@
 the lifespan owns the database engine."""
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,18 @@ async def _check_search_language(
             )
 
 
+def _freeze_startup_objects() -> None:
+    """Keep what start-up built (modules, routes, schemas, mappers: some 190,000 objects, nearly
+    all the process will ever hold) out of the garbage collector's full collections.
+
+    Those scanned all of them about once a second under load, pausing every request for about
+    140 ms each time; after `gc.freeze()` a full collection scans only what requests have made
+    since, in about a millisecond.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging_unless_done(settings)
@@ -116,9 +129,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 engine,
             )
             worker_task = asyncio.create_task(worker.run(), name="conduit-worker")
+        _freeze_startup_objects()
         try:
             yield
         finally:
+            gc.unfreeze()
             if worker is not None and worker_task is not None:
                 await worker.stop(worker_task)
                 await worker.resources.http.aclose()

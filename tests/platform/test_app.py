@@ -1,3 +1,5 @@
+import gc
+
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -172,3 +174,11 @@ async def test_body_that_is_not_utf8_is_422(client: httpx.AsyncClient, body: byt
     assert response.status_code == 422
     [message] = errors(response)["body"]
     assert message.startswith("is not valid JSON")
+
+
+async def test_what_start_up_built_stays_out_of_full_collections_while_serving(
+    settings: Settings,
+) -> None:
+    async with LifespanManager(create_app(settings)):
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
