@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from conduit.app import create_app
+from conduit.platform.middleware import RouteTemplates
 from conduit.platform.observability import tracing
 from conduit.platform.observability.logging import configure_logging, get_logger
 from conduit.platform.settings import Environment, LogFormat, LogLevel, Settings
@@ -350,3 +351,17 @@ def test_metrics_add_up_over_worker_processes(
             tags = {"handler": "/api/tags", "method": "GET", "status": "200"}
             assert value(found, "http_requests_total", **tags) == 6
             assert value(found, "conduit_db_pool_size", pool="primary") > 0
+
+
+@pytest.mark.anyio
+async def test_route_templates_are_resolved_once_per_path_within_a_bound(app: FastAPI) -> None:
+    def scope(method: str, path: str) -> dict[str, Any]:
+        return {"type": "http", "method": method, "path": path, "root_path": "", "app": app}
+
+    routes = RouteTemplates(max_entries=2)
+    assert routes.of(scope("GET", "/api/articles/a-slug")) == "/api/articles/{slug}"
+    assert routes.of(scope("GET", "/api/articles/a-slug")) == "/api/articles/{slug}"
+    assert routes.of(scope("GET", "/api/articles/feed")) == "/api/articles/feed"
+    assert routes.of(scope("GET", "/nothing/here")) is None
+    assert routes.of(scope("PATCH", "/api/tags")) == "/api/tags"
+    assert len(routes._known) <= 2

@@ -282,6 +282,31 @@ class CountInFlight:
             metrics.HTTP_REQUESTS_IN_FLIGHT.dec()
 
 
+class RouteTemplates:
+    """The route template each request path resolves to (`/api/articles/{slug}`), remembered.
+
+    Resolving walks every route in turn, which cost a tenth of a cached read; the routes do not
+    change once the app serves, so each (method, path) is resolved once. Distinct paths are
+    unbounded (slugs), so the memory is emptied when it reaches `max_entries`.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._known: dict[tuple[str, str, str], str | None] = {}
+
+    def of(self, scope: Scope) -> str | None:
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        try:
+            return self._known[key]
+        except KeyError:
+            pass
+        template = get_route_name(Request(scope), should_include_root_path=False)
+        if len(self._known) >= self.max_entries:
+            self._known.clear()
+        self._known[key] = template
+        return template
+
+
 class AccessLog:
     """Write one `request` line per HTTP request: method, path, route template, status and
     duration, plus what the log context adds (request id, trace id, user id).
@@ -293,6 +318,7 @@ class AccessLog:
     def __init__(self, app: ASGIApp, *, quiet_prefixes: tuple[str, ...] = ("/health/", "/metrics")):
         self.app = app
         self.quiet_prefixes = quiet_prefixes
+        self.routes = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -324,7 +350,7 @@ class AccessLog:
             "request",
             method=scope["method"],
             path=path,
-            route=get_route_name(Request(scope), should_include_root_path=False),
+            route=self.routes.of(scope),
             status=status,
             duration_ms=round(seconds * 1000, 2),
             client=client[0] if client else None,
