@@ -36,9 +36,9 @@ Addresser = Callable[[re.Match[str], Mapping[str, str], Settings], CacheAddress 
 class CachedRead:
     """A route whose anonymous answer is a cache entry.
 
-    `path` (after the prefix) must match exactly the paths the route serves and no other
-    route's, in the order the router tries them; `body` turns
-    the entry into the response body without changing it (the in-process cache shares it).
+    `path` (after the prefix) must match exactly the paths the route serves and none that an
+    earlier route takes; `body` turns the entry into the response body without changing it
+    (the in-process cache shares its objects).
     """
 
     path: re.Pattern[str]
