@@ -16,7 +16,7 @@ from conduit.articles.schemas import (
 )
 from conduit.articles.service import PageRequest, SearchOptions
 from conduit.platform.cache import CacheAddress, CacheDep
-from conduit.platform.cached_reads import CachedRead, bounded_int, storable_text
+from conduit.platform.cached_reads import CachedRead, bounded_int, by_path_text, storable_text
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
 from conduit.platform.errors import ValidationFailed
 from conduit.platform.idempotency import Idempotency
@@ -226,13 +226,6 @@ def _list_address(
     return service.list_entry(filters, PageRequest(limit=limit, offset=offset))
 
 
-def _article_address(
-    match: re.Match[str], query: Mapping[str, str], _: Settings
-) -> CacheAddress | None:
-    slug = match["slug"]
-    return service.article_entry(slug) if storable_text(slug) else None
-
-
 def _listing_body(entry: dict[str, Any]) -> Any:
     return entry["listing"]
 
@@ -248,6 +241,10 @@ def _tags_body(names: list[str]) -> Any:
 CACHED_READS = (
     CachedRead(re.compile(r"/articles"), _list_address, _listing_body),
     # /articles/feed is a route of its own, for callers with a token.
-    CachedRead(re.compile(r"/articles/(?!feed$)(?P<slug>[^/]+)"), _article_address, _article_body),
+    CachedRead(
+        re.compile(r"/articles/(?!feed$)(?P<slug>[^/]+)"),
+        by_path_text("slug", service.article_entry),
+        _article_body,
+    ),
     CachedRead(re.compile(r"/tags"), lambda *_: service.TAGS_ENTRY, _tags_body),
 )

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from conduit.platform.cache import Cache, CacheAddress
 from conduit.platform.errors import ConduitError, error_response
 from conduit.platform.rate_limit import Limiter
+from conduit.platform.schemas import ensure_storable_text
 from conduit.platform.settings import Settings
 
 # The address of a request's entry from its path match and its query (each name once), or None
@@ -105,13 +106,23 @@ def _single_valued(params: QueryParams) -> dict[str, str] | None:
 
 def storable_text(value: str, *, max_length: int = 255) -> bool:
     """Whether the routes' `Text` parameters accept `value` unchanged."""
-    if len(value) > max_length or "\x00" in value:
+    if len(value) > max_length:
         return False
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+        ensure_storable_text(value)
+    except ValueError:
         return False
     return True
+
+
+def by_path_text(parameter: str, address: Callable[[str], CacheAddress]) -> Addresser:
+    """The addresser of a read named by one text path parameter (a slug, a username)."""
+
+    def address_of(match: re.Match[str], _: Mapping[str, str], __: Settings) -> CacheAddress | None:
+        value = match[parameter]
+        return address(value) if storable_text(value) else None
+
+    return address_of
 
 
 def bounded_int(value: str, *, minimum: int, maximum: int) -> int | None:

@@ -11,7 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 
-def _storable_text(value: str) -> str:
+def ensure_storable_text(value: str) -> str:
+    """`value` unchanged, or ValueError when PostgreSQL could not store it."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     try:
@@ -27,7 +28,7 @@ def format_timestamp(value: datetime) -> str:
 
 # Add last in an Annotated type, after any StringConstraints, so that whitespace is stripped and
 # lengths are checked first: Annotated[str, StringConstraints(max_length=10), Storable].
-Storable = AfterValidator(_storable_text)
+Storable = AfterValidator(ensure_storable_text)
 Text = Annotated[str, Storable]
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 

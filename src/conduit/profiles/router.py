@@ -1,15 +1,13 @@
 import re
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
-from conduit.platform.cache import CacheAddress, CacheDep
-from conduit.platform.cached_reads import CachedRead, storable_text
+from conduit.platform.cache import CacheDep
+from conduit.platform.cached_reads import CachedRead, by_path_text
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
 from conduit.platform.schemas import Text
-from conduit.platform.settings import Settings
 from conduit.profiles import service
 from conduit.profiles.schemas import ProfileEnvelope
 from conduit.users.dependencies import CurrentUser, OptionalUser
@@ -50,13 +48,6 @@ async def unfollow(
     return ProfileEnvelope(profile=service.to_profile(user, following=False))
 
 
-def _profile_address(
-    match: re.Match[str], query: Mapping[str, str], _: Settings
-) -> CacheAddress | None:
-    username = match["username"]
-    return service.profile_entry(username) if storable_text(username) else None
-
-
 def _profile_body(entry: dict[str, Any]) -> Any:
     # Cached with `following: false`, which is what an anonymous caller sees.
     return {"profile": entry["profile"]}
@@ -64,5 +55,9 @@ def _profile_body(entry: dict[str, Any]) -> Any:
 
 # What the cached-reads layer answers before routing (see `platform.cached_reads`).
 CACHED_READS = (
-    CachedRead(re.compile(r"/profiles/(?P<username>[^/]+)"), _profile_address, _profile_body),
+    CachedRead(
+        re.compile(r"/profiles/(?P<username>[^/]+)"),
+        by_path_text("username", service.profile_entry),
+        _profile_body,
+    ),
 )
