@@ -6,6 +6,7 @@ at `limit + offset` rows: the follower's own rows, and the newest articles of ea
 author whose articles are read from `article` (see `FanOut`).
 """
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +17,11 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     DateTime,
+    Integer,
+    Select,
     Subquery,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -198,9 +202,19 @@ async def delete_follower_rows(session: AsyncSession, *, follower_id: int, autho
 
 
 # --- reading a feed -----------------------------------------------------------------------
+#
+# The read statements are built once, with bound parameters, and filled in by
+# `page_parameters`: building them anew was a large share of a feed request's time.
+
+FOLLOWER_ID = bindparam("follower_id", type_=BigInteger)
+_DEPTH = bindparam("depth", type_=BigInteger)
+_LIMIT = bindparam("limit", type_=Integer)
+_OFFSET = bindparam("offset", type_=Integer)
+_AFTER_CREATED_AT = bindparam("after_created_at", type_=DateTime(timezone=True))
+_AFTER_ID = bindparam("after_id", type_=BigInteger)
 
 
-def _authors_read_from_articles(follower_id: int) -> CTE:
+def _authors_read_from_articles() -> CTE:
     """The followed authors whose articles the feed reads from `article`: few, since only the
     most followed are. The mode is compared with a literal so that the partial index on
     those authors applies."""
@@ -208,51 +222,60 @@ def _authors_read_from_articles(follower_id: int) -> CTE:
         select(FeedAuthor.author_id)
         .join(
             Follow,
-            and_(Follow.followee_id == FeedAuthor.author_id, Follow.follower_id == follower_id),
+            and_(Follow.followee_id == FeedAuthor.author_id, Follow.follower_id == FOLLOWER_ID),
         )
         .where(FeedAuthor.mode != literal_column(f"'{FanOut.on_write.value}'"))
         .cte("authors_read_from_articles")
     )
 
 
-def _after(created_at: Any, article_id: Any, cursor: ArticleKey) -> ColumnElement[bool]:
-    return tuple_(created_at, article_id) < tuple_(
-        literal(cursor[0], DateTime(timezone=True)), literal(cursor[1], BigInteger)
-    )
+def _after(created_at: Any, article_id: Any) -> ColumnElement[bool]:
+    return tuple_(created_at, article_id) < tuple_(_AFTER_CREATED_AT, _AFTER_ID)
 
 
-def page_keys(
+def page_parameters(
     follower_id: int, *, limit: int, offset: int, after: ArticleKey | None = None
-) -> Subquery:
+) -> dict[str, Any]:
+    """The values of `page_keys(after=...)`'s parameters for one page."""
+    # The depth is bound as a bigint: the largest offset plus a page is past an integer.
+    parameters: dict[str, Any] = {
+        "follower_id": follower_id,
+        "depth": limit + offset,
+        "limit": limit,
+        "offset": offset,
+    }
+    if after is not None:
+        parameters["after_created_at"], parameters["after_id"] = after
+    return parameters
+
+
+@functools.cache
+def page_keys(*, after: bool) -> Subquery:
     """(created_at, id) of the articles on one page of the follower's feed, newest first,
-    starting after the article `after` when given.
+    starting after a given article when `after`; bound by `page_parameters`.
 
     Rows of authors read from `article` are left out (some remain while they are deleted in
     batches, or are being backfilled), so no article comes from both sources.
     """
-    read_from_articles = _authors_read_from_articles(follower_id)
-    # Bound as a bigint: the largest offset plus a page is past the range of an integer.
-    depth = literal(limit + offset, BigInteger)
+    read_from_articles = _authors_read_from_articles()
     from_rows = select(
         FeedEntry.article_created_at.label("created_at"), FeedEntry.article_id.label("id")
     ).where(
-        FeedEntry.follower_id == follower_id,
+        FeedEntry.follower_id == FOLLOWER_ID,
         FeedEntry.author_id.not_in(select(read_from_articles.c.author_id)),
     )
     of_author = select(Article.created_at, Article.id).where(
         Article.author_id == read_from_articles.c.author_id
     )
-    if after is not None:
-        from_rows = from_rows.where(
-            _after(FeedEntry.article_created_at, FeedEntry.article_id, after)
-        )
-        of_author = of_author.where(_after(Article.created_at, Article.id, after))
+    if after:
+        from_rows = from_rows.where(_after(FeedEntry.article_created_at, FeedEntry.article_id))
+        of_author = of_author.where(_after(Article.created_at, Article.id))
     from_rows = from_rows.order_by(
         FeedEntry.article_created_at.desc(), FeedEntry.article_id.desc()
-    ).limit(depth)
+    ).limit(_DEPTH)
     newest = (
         of_author.order_by(Article.created_at.desc(), Article.id.desc())
-        .limit(depth)
+        .limit(_DEPTH)
         .lateral("newest")
     )
     from_articles = select(newest.c.created_at, newest.c.id).select_from(
@@ -262,20 +285,20 @@ def page_keys(
     return (
         select(merged.c.created_at, merged.c.id)
         .order_by(merged.c.created_at.desc(), merged.c.id.desc())
-        .limit(limit)
-        .offset(offset)
+        .limit(_LIMIT)
+        .offset(_OFFSET)
         .subquery("feed_page")
     )
 
 
-async def count(session: AsyncSession, follower_id: int) -> int:
-    """The number of articles in the follower's feed, both sources together."""
-    read_from_articles = _authors_read_from_articles(follower_id)
+@functools.cache
+def _count_statement() -> Select[tuple[int]]:
+    read_from_articles = _authors_read_from_articles()
     from_rows = (
         select(func.count())
         .select_from(FeedEntry)
         .where(
-            FeedEntry.follower_id == follower_id,
+            FeedEntry.follower_id == FOLLOWER_ID,
             FeedEntry.author_id.not_in(select(read_from_articles.c.author_id)),
         )
         .scalar_subquery()
@@ -286,4 +309,9 @@ async def count(session: AsyncSession, follower_id: int) -> int:
         .where(Article.author_id.in_(select(read_from_articles.c.author_id)))
         .scalar_subquery()
     )
-    return await session.scalar(select(from_rows + from_articles)) or 0
+    return select(from_rows + from_articles)
+
+
+async def count(session: AsyncSession, follower_id: int) -> int:
+    """The number of articles in the follower's feed, both sources together."""
+    return await session.scalar(_count_statement(), {"follower_id": follower_id}) or 0
