@@ -54,8 +54,8 @@ async def list_for(
 async def add(session: AsyncSession, *, article: Article, author: User, new: NewComment) -> Comment:
     comment = Comment(body=new.body, article_id=article.id, author=author)
     session.add(comment)
+    # The INSERT returns the timestamps the database set.
     await session.flush()
-    await session.refresh(comment, ["created_at", "updated_at"])
     await publish(
         session,
         "comment.created",

@@ -3,14 +3,18 @@
 Usernames and emails compare case-insensitively, as their unique indexes do.
 """
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import BigInteger, ColumnElement, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.users.models import Role, User
 
+# Every signed-in request loads its caller: the statement is built once.
+_BY_ID = select(User).where(User.id == bindparam("user_id", type_=BigInteger))
+
 
 async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
-    return await session.get(User, user_id)
+    result = await session.execute(_BY_ID, {"user_id": user_id})
+    return result.scalar_one_or_none()
 
 
 async def get_by_email(session: AsyncSession, email: str) -> User | None:
