@@ -258,3 +258,21 @@ async def test_statement_recording_stops_after_the_block(
     await client.get("/tags")
     assert recorded > 0
     assert len(statements) == recorded
+
+
+async def test_adding_a_comment_reads_nothing_back_that_its_insert_returned(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    world = await build_world(client)
+    await add_articles_until(client, world, 1)
+    with recorded_statements(engine) as statements:
+        response = await client.post(
+            f"/articles/{world.article_slugs[0]}/comments",
+            json={"comment": {"body": "First"}},
+            headers=world.caller.headers,
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["comment"]["createdAt"]
+    on_comments = [sql for sql in statements if "comment." in sql or "INTO comment " in sql]
+    assert len(on_comments) == 1, on_comments
+    assert on_comments[0].startswith("INSERT INTO comment ")
