@@ -206,7 +206,7 @@ async def delete_follower_rows(session: AsyncSession, *, follower_id: int, autho
 # The read statements are built once, with bound parameters, and filled in by
 # `page_parameters`: building them anew was a large share of a feed request's time.
 
-FOLLOWER_ID = bindparam("follower_id", type_=BigInteger)
+_FOLLOWER_ID = bindparam("follower_id", type_=BigInteger)
 _DEPTH = bindparam("depth", type_=BigInteger)
 _LIMIT = bindparam("limit", type_=Integer)
 _OFFSET = bindparam("offset", type_=Integer)
@@ -222,7 +222,7 @@ def _authors_read_from_articles() -> CTE:
         select(FeedAuthor.author_id)
         .join(
             Follow,
-            and_(Follow.followee_id == FeedAuthor.author_id, Follow.follower_id == FOLLOWER_ID),
+            and_(Follow.followee_id == FeedAuthor.author_id, Follow.follower_id == _FOLLOWER_ID),
         )
         .where(FeedAuthor.mode != literal_column(f"'{FanOut.on_write.value}'"))
         .cte("authors_read_from_articles")
@@ -261,7 +261,7 @@ def page_keys(*, after: bool) -> Subquery:
     from_rows = select(
         FeedEntry.article_created_at.label("created_at"), FeedEntry.article_id.label("id")
     ).where(
-        FeedEntry.follower_id == FOLLOWER_ID,
+        FeedEntry.follower_id == _FOLLOWER_ID,
         FeedEntry.author_id.not_in(select(read_from_articles.c.author_id)),
     )
     of_author = select(Article.created_at, Article.id).where(
@@ -298,7 +298,7 @@ def _count_statement() -> Select[tuple[int]]:
         select(func.count())
         .select_from(FeedEntry)
         .where(
-            FeedEntry.follower_id == FOLLOWER_ID,
+            FeedEntry.follower_id == _FOLLOWER_ID,
             FeedEntry.author_id.not_in(select(read_from_articles.c.author_id)),
         )
         .scalar_subquery()
