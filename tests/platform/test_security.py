@@ -1,3 +1,6 @@
+import os
+import sys
+
 import pytest
 
 from conduit.platform import security
@@ -33,3 +36,12 @@ async def test_unknown_account_still_costs_a_verification() -> None:
 )
 def test_reads_both_schemes(header: str, token: str) -> None:
     assert security.token_from_header(header) == token
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux's")
+async def test_passwords_are_hashed_at_a_lower_priority_than_the_event_loop() -> None:
+    def policy_of_this_thread() -> int:
+        return os.sched_getscheduler(0)
+
+    assert await security._in_hashing_pool(policy_of_this_thread) == os.SCHED_IDLE
+    assert policy_of_this_thread() == os.SCHED_OTHER
