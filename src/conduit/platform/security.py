@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,17 +48,21 @@ authorization_header = APIKeyHeader(
 
 
 # A hash takes a core for about a fifth of a second. At the normal priority a steady stream of
-# logins took that time out of the latency of every concurrent request. On Linux the hashing
-# threads run under SCHED_IDLE: they get the CPU time nothing else wants, and a request that
-# wakes up preempts a hash at once. Logins slow down under load instead of everything else.
+# logins took that time out of the latency of every concurrent request; niced, the hashing
+# threads get a smaller share of a contended core. SCHED_IDLE shielded requests no better
+# when measured, and would starve logins outright while the server is busy.
+HASHING_NICENESS = 10
+MAX_NICENESS = 19
 _T = TypeVar("_T")
 
 
 def _lower_this_threads_priority() -> None:
-    # Elsewhere hashing runs at the normal priority: niceness there is the whole process's.
+    # Where threads cannot be niced, hashing runs at the normal priority.
     with contextlib.suppress(AttributeError, OSError):
-        # On Linux the scheduler policy of pid 0 is the calling thread's alone.
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        # On Linux a thread id names one thread, not the whole process.
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + HASHING_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, MAX_NICENESS))
 
 
 @functools.cache
