@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,9 +58,11 @@ _T = TypeVar("_T")
 
 
 def _lower_this_threads_priority() -> None:
-    # Where threads cannot be niced, hashing runs at the normal priority.
-    with contextlib.suppress(AttributeError, OSError):
-        # On Linux a thread id names one thread, not the whole process.
+    # Only Linux takes a thread id where it expects a process id; elsewhere the call could
+    # renice another process, so hashing runs at the normal priority there.
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
         thread = threading.get_native_id()
         niceness = os.getpriority(os.PRIO_PROCESS, thread) + HASHING_NICENESS
         os.setpriority(os.PRIO_PROCESS, thread, min(niceness, MAX_NICENESS))
