@@ -90,22 +90,21 @@ def _newest_first_after(position: Position) -> ColumnElement[bool]:
     )
 
 
-def _with_favorited(
-    statement: Select[Article], viewer_id: int | ColumnElement[int] | None
-) -> Select[Article, bool]:
-    if viewer_id is None:
-        return statement.add_columns(false())
-    mine = aliased(Favorite)
-    return statement.outerjoin(
-        mine, and_(mine.article_id == Article.id, mine.user_id == viewer_id)
-    ).add_columns(mine.user_id.is_not(None))
-
-
 # The statements of the hottest reads are built once, with bound parameters, instead of per
 # request: building them was a large share of a read's time (SQLAlchemy caches the compiled
 # SQL, not the construction of the statement).
 _VIEWER_ID = bindparam("viewer_id", type_=BigInteger)
 _SLUG = bindparam("slug", type_=String)
+
+
+def _with_favorited(statement: Select[Article], *, viewer: bool) -> Select[Article, bool]:
+    """`statement` with the favorite flag of `:viewer_id` when `viewer`, else false."""
+    if not viewer:
+        return statement.add_columns(false())
+    mine = aliased(Favorite)
+    return statement.outerjoin(
+        mine, and_(mine.article_id == Article.id, mine.user_id == _VIEWER_ID)
+    ).add_columns(mine.user_id.is_not(None))
 
 
 def _viewer_parameters(viewer_id: int | None) -> dict[str, Any]:
@@ -117,13 +116,13 @@ def _summaries_seen_by(*, viewer: bool) -> Select[Article, bool]:
     """Article summaries with authors and tags, and the favorite flag of `:viewer_id` when
     `viewer`."""
     base = _summaries_with_author_and_tags(select(Article))
-    return _with_favorited(base, _VIEWER_ID if viewer else None)
+    return _with_favorited(base, viewer=viewer)
 
 
 @functools.cache
 def _article_by_slug(*, viewer: bool) -> Select[Article, bool]:
     statement = _with_author_and_tags(select(Article)).where(Article.slug == _SLUG)
-    return _with_favorited(statement, _VIEWER_ID if viewer else None)
+    return _with_favorited(statement, viewer=viewer)
 
 
 @functools.cache
