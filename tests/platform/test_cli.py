@@ -33,11 +33,11 @@ def test_db_commands_move_the_schema(server_url: str, monkeypatch: pytest.Monkey
     get_settings.cache_clear()
     head = ScriptDirectory.from_config(migrations.alembic_config()).get_current_head()
     try:
-        assert runner.invoke(app, ["db", "current"]).output.startswith("none")
+        assert runner.invoke(app, ["db", "current"]).stdout.startswith("none")
         assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
-        assert runner.invoke(app, ["db", "current"]).output.strip() == head
+        assert runner.invoke(app, ["db", "current"]).stdout.strip() == head
         assert runner.invoke(app, ["db", "downgrade", "base"]).exit_code == 0
-        assert runner.invoke(app, ["db", "current"]).output.startswith("none")
+        assert runner.invoke(app, ["db", "current"]).stdout.startswith("none")
     finally:
         get_settings.cache_clear()
         asyncio.run(drop_database(server_url, name))
@@ -105,7 +105,7 @@ def test_create_admin_creates_the_account(
         app, ["users", "create-admin", "--email", "boss@example.com", "--username", "boss"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "created admin boss <boss@example.com>"
+    assert result.stdout.strip() == "created admin boss <boss@example.com>"
     account = _account(migrated_database, "boss@example.com")
     assert account["role"] == "admin"
     assert _password_matches("a strong admin password", account["password_hash"])
@@ -133,7 +133,7 @@ def test_create_admin_promotes_and_reinstates_an_existing_account(migrated_datab
     # No password is asked for: the account has one.
     result = runner.invoke(app, ["users", "create-admin", "--email", "JAKE@example.com"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "promoted admin jake <JAKE@example.com>"
+    assert result.stdout.strip() == "promoted admin jake <JAKE@example.com>"
     account = _account(migrated_database, "jake@example.com")
     assert account["role"] == "admin"
     assert account["suspended_at"] is None

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import ReadableSpan
@@ -21,7 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from conduit.app import create_app
 from conduit.platform.middleware import RouteTemplates
 from conduit.platform.observability import tracing
-from conduit.platform.observability.logging import configure_logging, get_logger
+from conduit.platform.observability.logging import (
+    configure_logging,
+    get_logger,
+    json_line_writer,
+)
 from conduit.platform.settings import Environment, LogFormat, LogLevel, Settings
 from tests.helpers import PASSWORD, register, unique_name
 from tests.platform.backends import on_redis
@@ -152,6 +157,47 @@ async def test_errors_are_logged_with_their_traceback(
     assert "RuntimeError: boom" in error["exception"]
     assert error["request_id"] == response.headers["X-Request-ID"]
     assert access_lines(lines)[0]["status"] == 500
+
+
+def test_the_access_line_writer_renders_as_the_formatter_does(
+    logs: ReadLogs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logger = logging.getLogger("conduit.access")
+    writer = json_line_writer(logger)
+    assert writer is not None
+    fields = {"method": "GET", "status": 200, "token": "t0k", "nested": {"password": "p"}}
+    with structlog.contextvars.bound_contextvars(request_id="r-1", user_id=7):
+        writer.write(logging.INFO, "request", **fields)
+        get_logger("conduit.access").info("request", **fields)
+        writer.write(logging.DEBUG, "quiet", **fields)
+    written, formatted, quiet = logs()
+    del written["timestamp"], formatted["timestamp"]
+    assert list(written.items()) == list(formatted.items())
+    assert written["token"] == written["nested"]["password"] == "[redacted]"
+    assert quiet["level"] == "debug"
+
+    logging.getLogger().handlers[0].setLevel(logging.INFO)
+    writer.write(logging.DEBUG, "below the handler's level")
+    assert logs() == []
+
+
+def test_no_access_line_writer_when_other_handlers_must_see_the_records(
+    logs: ReadLogs,
+) -> None:
+    logger = logging.getLogger("conduit.access")
+    assert json_line_writer(logger) is not None
+    extra = logging.NullHandler()
+    for holder in (logging.getLogger(), logger):
+        holder.addHandler(extra)
+        try:
+            assert json_line_writer(logger) is None
+        finally:
+            holder.removeHandler(extra)
+    logger.propagate = False
+    try:
+        assert json_line_writer(logger) is None
+    finally:
+        logger.propagate = True
 
 
 def test_console_format_is_for_people(capsys: pytest.CaptureFixture[str]) -> None:

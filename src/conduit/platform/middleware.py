@@ -17,7 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conduit.platform.errors import error_body
 from conduit.platform.observability import metrics
-from conduit.platform.observability.logging import get_logger, request_log_context
+from conduit.platform.observability.logging import (
+    get_logger,
+    json_line_writer,
+    request_log_context,
+)
 
 logger = logging.getLogger(__name__)
 ACCESS_LOGGER = "conduit.access"
@@ -342,19 +346,23 @@ class AccessLog:
     def _log(self, scope: Scope, status: int, seconds: float) -> None:
         path: str = scope["path"]
         level = logging.DEBUG if path.startswith(self.quiet_prefixes) else logging.INFO
-        if not logging.getLogger(ACCESS_LOGGER).isEnabledFor(level):
+        logger = logging.getLogger(ACCESS_LOGGER)
+        if not logger.isEnabledFor(level):
             return
         client = scope.get("client")
-        access_log.log(
-            level,
-            "request",
-            method=scope["method"],
-            path=path,
-            route=self.routes.of(scope),
-            status=status,
-            duration_ms=round(seconds * 1000, 2),
-            client=client[0] if client else None,
-        )
+        fields = {
+            "method": scope["method"],
+            "path": path,
+            "route": self.routes.of(scope),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "client": client[0] if client else None,
+        }
+        writer = json_line_writer(logger)
+        if writer is None:
+            access_log.log(level, "request", **fields)
+        else:
+            writer.write(level, "request", **fields)
 
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -7,6 +7,7 @@ same fields: the request id (`X-Request-ID`), the trace and span ids when tracin
 whatever the request bound with `bind_request` (the user id).
 """
 
+import functools
 import logging
 import logging.config
 import re
@@ -80,11 +81,21 @@ def redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+# Lines reuse a few dozen field names, so each is judged once.
+@functools.lru_cache(maxsize=1024)
+def _is_secret(key: str) -> bool:
+    return key not in _NOT_SECRET and _SECRET_KEY.search(key) is not None
+
+
+# The values of nearly every field; checking them for `Mapping` first was most of the cost.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _redact(fields: MutableMapping[str, Any]) -> None:
     for key, value in fields.items():
-        if key not in _NOT_SECRET and _SECRET_KEY.search(key):
+        if _is_secret(key):
             fields[key] = REDACTED
-        elif isinstance(value, Mapping):
+        elif type(value) not in _SCALARS and isinstance(value, Mapping):
             fields[key] = copy = dict(value)
             _redact(copy)
 
@@ -125,7 +136,15 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def build_formatter(*, console: bool) -> structlog.stdlib.ProcessorFormatter:
+class ConduitFormatter(structlog.stdlib.ProcessorFormatter):
+    """The one formatter of every record; `console` says whether it renders for people."""
+
+    def __init__(self, *, console: bool, **options: Any) -> None:
+        super().__init__(**options)
+        self.console = console
+
+
+def build_formatter(*, console: bool) -> ConduitFormatter:
     renderer: list[Processor] = (
         [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
         if console
@@ -135,7 +154,8 @@ def build_formatter(*, console: bool) -> structlog.stdlib.ProcessorFormatter:
             structlog.processors.JSONRenderer(),
         ]
     )
-    return structlog.stdlib.ProcessorFormatter(
+    return ConduitFormatter(
+        console=console,
         foreign_pre_chain=[
             *_shared_processors(),
             structlog.stdlib.ExtraAdder(),
@@ -218,6 +238,67 @@ def configure_logging_unless_done(settings: Settings) -> None:
         configure_structlog()
     else:
         configure_logging(settings)
+
+
+_timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+_render_json = structlog.processors.JSONRenderer()
+
+
+class JsonLineWriter:
+    """Writes a line the way the JSON formatter would, without the logging machinery around it.
+
+    The access line is written once per request, and going through structlog's stdlib bridge
+    and a `LogRecord` (built twice, once by the formatter) cost some 40 µs of it, as much as a
+    cached read's own work. A writer exists only while the logger's records would reach exactly
+    one `CurrentStderrHandler` rendering JSON (see `json_line_writer`); the line gets the same
+    fields, order and redaction as through the formatter.
+    """
+
+    def __init__(self, logger_name: str, handler: CurrentStderrHandler) -> None:
+        self.logger_name = logger_name
+        self.handler = handler
+
+    def write(self, level: int, event: str, **fields: Any) -> None:
+        if level < self.handler.level:
+            return
+        name = logging.getLevelName(level).lower()
+        # Built in the order structlog's processors would add to it.
+        line: EventDict = {"event": event, **fields}
+        for key, value in structlog.contextvars.get_contextvars().items():
+            line.setdefault(key, value)
+        line["level"] = name
+        line["logger"] = self.logger_name
+        add_request_context(None, name, line)
+        _timestamp(None, name, line)
+        _redact(line)
+        rendered = _render_json(None, name, put_essentials_first(None, name, line))
+        with self.handler.lock:  # type: ignore[union-attr]
+            self.handler.stream.write(str(rendered) + self.handler.terminator)
+            self.handler.flush()
+
+
+def json_line_writer(logger: logging.Logger) -> JsonLineWriter | None:
+    """A `JsonLineWriter` for `logger`'s records when they go, unfiltered, to the one JSON
+    handler `logging_config` installs on the root logger; None under any other configuration,
+    whose handlers the caller must then go through."""
+    current: logging.Logger | None = logger
+    while current is not None and current is not logging.root:
+        if current.handlers or current.filters or current.disabled or not current.propagate:
+            return None
+        current = current.parent
+    handlers = logging.root.handlers
+    if len(handlers) != 1 or logging.root.filters:
+        return None
+    [handler] = handlers
+    formatter = handler.formatter
+    if (
+        type(handler) is not CurrentStderrHandler
+        or handler.filters
+        or not isinstance(formatter, ConduitFormatter)
+        or formatter.console
+    ):
+        return None
+    return JsonLineWriter(logger.name, handler)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
