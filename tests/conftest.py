@@ -179,7 +179,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, session: AsyncSession) -> FastAPI:
+async def app(settings: Settings, session: AsyncSession) -> FastAPI:
     app = create_app(settings)
     app.state.jwt_secret = settings.jwt_signing_key()
     # The test client runs no lifespan, which is where the app opens these.

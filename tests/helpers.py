@@ -1,6 +1,8 @@
 """Small helpers that drive the API the way a client would."""
 
+import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,3 +120,10 @@ async def unfavorite(client: httpx.AsyncClient, fan: Account, slug: str) -> None
 async def delete_article(client: httpx.AsyncClient, author: Account, slug: str) -> None:
     response = await client.delete(f"/articles/{slug}", headers=author.headers)
     assert response.status_code == 204, response.text
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float) -> None:
+    """Wait until `condition()` holds, polling, for at most `within` seconds (else time out)."""
+    async with asyncio.timeout(within):
+        while not await condition():  # noqa: ASYNC110 (nothing signals these conditions)
+            await asyncio.sleep(0.01)

@@ -11,6 +11,8 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from conduit import __version__, background  # noqa: F401 (registers every job)
 from conduit.admin.router import router as admin_router
@@ -88,6 +90,41 @@ def _freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _cors(settings: Settings) -> Middleware:
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_origin_regex=settings.cors_origin_regex,
+        allow_credentials=settings.cors_allow_credentials,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Requested-With",
+            "If-None-Match",
+            "Idempotency-Key",
+            REQUEST_ID_HEADER,
+        ],
+        expose_headers=[
+            REQUEST_ID_HEADER,
+            "ETag",
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+            "Idempotent-Replayed",
+        ],
+        max_age=600,
+    )
+
+
+def _wrapped(app: ASGIApp, middleware: list[Middleware]) -> ASGIApp:
+    """`app` inside `middleware`, outermost first, as `add_middleware` would stack them."""
+    for layer in reversed(middleware):
+        app = layer.cls(app, *layer.args, **layer.kwargs)
+    return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -172,51 +209,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_idempotency(app)
 
-    # Added innermost first: a request meets StripTrailingSlash, the request id, security
-    # headers, the access log, metrics, CORS, the body limit, then the rest, and last the
-    # cached reads, so that what they answer gets everything a routed response gets.
+    pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    request_id = Middleware(
+        CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=is_valid_request_id
+    )
+    security_headers = Middleware(SecurityHeaders, page_paths=[page for page in pages if page])
+    cors = _cors(settings)
+    # Outermost first: a request meets StripTrailingSlash, the cached reads, the request id,
+    # security headers, the access log, metrics, CORS, the body limit, then the rest. What the
+    # cached reads answer passes through the envelope: the same middleware, less what only a
+    # routed request needs (which they do themselves: metrics, validators).
+    outer = [request_id, security_headers, Middleware(AccessLog), Middleware(CountInFlight)]
+    inner = [
+        cors,
+        Middleware(LimitBodySize, max_bytes=settings.max_body_bytes),
+        Middleware(RenderUnexpectedErrors),
+        Middleware(RateLimitHeaders),
+        Middleware(RequireJsonBody),
+        Middleware(ETags),
+    ]
+    envelope = [*outer, cors, Middleware(RenderUnexpectedErrors), Middleware(RateLimitHeaders)]
+    for middleware in reversed(inner):
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
+    metrics.instrument(app)
+    for middleware in reversed(outer):
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(
         AnonymousCachedReads,
         prefix=API_PREFIX,
         reads=[*ARTICLE_CACHED_READS, *PROFILE_CACHED_READS],
-    )
-    app.add_middleware(ETags)
-    app.add_middleware(RequireJsonBody)
-    app.add_middleware(RateLimitHeaders)
-    app.add_middleware(RenderUnexpectedErrors)
-    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_origin_regex=settings.cors_origin_regex,
-        allow_credentials=settings.cors_allow_credentials,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=[
-            "Authorization",
-            "Content-Type",
-            "X-Requested-With",
-            "If-None-Match",
-            "Idempotency-Key",
-            REQUEST_ID_HEADER,
-        ],
-        expose_headers=[
-            REQUEST_ID_HEADER,
-            "ETag",
-            "Retry-After",
-            "X-RateLimit-Limit",
-            "X-RateLimit-Remaining",
-            "X-RateLimit-Reset",
-            "Idempotent-Replayed",
-        ],
-        max_age=600,
-    )
-    metrics.instrument(app)
-    app.add_middleware(CountInFlight)
-    app.add_middleware(AccessLog)
-    pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    app.add_middleware(SecurityHeaders, page_paths=[page for page in pages if page])
-    app.add_middleware(
-        CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=is_valid_request_id
+        envelope=lambda answer: _wrapped(answer, envelope),
     )
     app.add_middleware(StripTrailingSlash)
     return app

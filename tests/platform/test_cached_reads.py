@@ -84,6 +84,22 @@ async def test_requests_the_routes_would_refuse_still_reach_them(
     assert answers == refused
 
 
+async def test_a_read_with_a_body_is_refused_as_the_routes_refuse_it(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    assert (await client.get("/tags")).status_code == 200
+    assert (await client.get("/tags")).status_code == 200
+    text = await client.request(
+        "GET", "/tags", content=b"tags", headers={"Content-Type": "text/plain"}
+    )
+    assert text.status_code == 415
+    huge = b"[" + b" " * settings.max_body_bytes + b"]"
+    too_large = await client.request(
+        "GET", "/tags", content=huge, headers={"Content-Type": "application/json"}
+    )
+    assert too_large.status_code == 413
+
+
 async def test_a_token_is_never_answered_as_anonymous(client: httpx.AsyncClient) -> None:
     author, reader = await register(client), await register(client)
     slug = (await create_article(client, author))["slug"]

@@ -159,6 +159,25 @@ async def test_errors_are_logged_with_their_traceback(
     assert access_lines(lines)[0]["status"] == 500
 
 
+async def test_a_read_answered_from_the_cache_is_logged_like_a_routed_one(
+    client: httpx.AsyncClient, logs: ReadLogs
+) -> None:
+    account = await register(client)
+    logs()
+    answers = [await client.get(f"/profiles/{account.username}") for _ in range(3)]
+    lines = access_lines(logs())
+    assert len(lines) == 3
+    for line, answer in zip(lines, answers, strict=True):
+        assert {key: line[key] for key in ("method", "path", "route", "status")} == {
+            "method": "GET",
+            "path": f"/api/profiles/{account.username}",
+            "route": "/api/profiles/{username}",
+            "status": 200,
+        }
+        assert line["request_id"] == answer.headers["X-Request-ID"]
+    assert [list(line) for line in lines[1:]] == [list(lines[0])] * 2
+
+
 def test_the_access_line_writer_renders_as_the_formatter_does(
     logs: ReadLogs, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -267,6 +286,29 @@ async def test_metrics_count_by_route_template_not_raw_path(client: httpx.AsyncC
     assert "/no/such/route" not in page
     assert 'handler="/health/live"' not in page
     assert value(after, "http_requests_in_flight") >= 1
+
+
+async def test_reads_answered_from_the_cache_are_counted_under_their_route(
+    client: httpx.AsyncClient,
+) -> None:
+    before = await scrape(client)
+    for _ in range(3):  # routed once, then answered from the cache
+        assert (await client.get("/tags")).status_code == 200
+    etag = (await client.get("/tags")).headers["etag"]
+    assert (await client.get("/tags", headers={"If-None-Match": etag})).status_code == 304
+    after = await scrape(client)
+
+    def counted(status: str) -> float:
+        labels = {"handler": "/api/tags", "method": "GET", "status": status}
+        return value(after, "http_requests_total", **labels) - value(
+            before, "http_requests_total", **labels
+        )
+
+    assert (counted("200"), counted("304")) == (4, 1)
+    hits = value(after, "conduit_cache_hits_total", cache="tags") - value(
+        before, "conduit_cache_hits_total", cache="tags"
+    )
+    assert hits == 4
 
 
 async def test_server_errors_are_counted(app: FastAPI, client: httpx.AsyncClient) -> None:

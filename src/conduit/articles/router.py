@@ -239,12 +239,13 @@ def _tags_body(names: list[str]) -> Any:
 
 
 CACHED_READS = (
-    CachedRead(re.compile(r"/articles"), _list_address, _listing_body),
+    CachedRead(re.compile(r"/articles"), "/articles", _list_address, _listing_body),
     # /articles/feed is a route of its own, for callers with a token.
     CachedRead(
         re.compile(r"/articles/(?!feed$)(?P<slug>[^/]+)"),
+        "/articles/{slug}",
         by_path_text("slug", service.article_entry),
         _article_body,
     ),
-    CachedRead(re.compile(r"/tags"), lambda *_: service.TAGS_ENTRY, _tags_body),
+    CachedRead(re.compile(r"/tags"), "/tags", lambda *_: service.TAGS_ENTRY, _tags_body),
 )

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 def open_backends(app: FastAPI, settings: Settings) -> None:
     redis = create_redis(settings)
     cache = Cache(settings)
+    # Only a server follows the announcements: it alone answers from local copies.
+    cache.changes.start()
     app.state.redis = redis
     app.state.cache = cache
     app.state.limiter = Limiter(settings, redis)

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.platform.db.session import SESSION_CACHE_KEY, after_commit
+from conduit.platform.local_copies import ChangeAnnouncements
 from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
 from conduit.platform.redis import Circuit, redis_connection_options
 from conduit.platform.settings import Settings
@@ -72,6 +73,7 @@ class Cache:
         self.ttl_seconds = settings.cache_ttl_seconds
         self.prefix = settings.redis_key_prefix
         self.circuit = Circuit("cache", settings.redis_retry_seconds)
+        self.changes = ChangeAnnouncements(settings)
         self._backend = CashewsCache(name=f"conduit-{uuid.uuid4().hex}")
         if settings.redis_url is None:
             # No expiry sweeper task: expired entries go on access or by LRU at the size cap.
@@ -93,6 +95,7 @@ class Cache:
             )
 
     async def aclose(self) -> None:
+        await self.changes.aclose()
         await self._backend.close()
 
     def _key(self, key: str) -> str:
@@ -252,11 +255,19 @@ class Cache:
         """
         if not generations:
             return
-        pairs = {self._generation_key(g): uuid.uuid4().hex for g in set(generations)}
+        changed = set(generations)
+        # Before, so that no copy is served from here on; after, for any copy rendered from
+        # an entry read meanwhile, which the new tokens have not made stale yet.
+        self.changes.changed_here(changed)
+        pairs = {self._generation_key(g): uuid.uuid4().hex for g in changed}
         try:
             await self._call(lambda: self._backend.set_many(pairs, expire=GENERATION_TTL_SECONDS))
         except CacheUnavailable as error:
             logger.warning("could not invalidate %s: %s", sorted(generations), error)
+            return
+        finally:
+            self.changes.changed_here(changed)
+        await self.changes.announce(changed)
 
 
 class _Missing:

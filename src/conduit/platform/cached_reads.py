@@ -1,29 +1,38 @@
 """Anonymous reads answered from the cache before routing.
 
-A `GET` without credentials whose answer is a fresh cache entry needs none of the router's work:
-no route matching, no dependencies, no database session. This layer finds the entry at the
-address the route itself would read (the same function builds it) and sends it. Anything else
-goes on to the router unchanged, which answers, validates and fills the cache as always: a miss
-or a stale entry, an `Authorization` header (valid or not), a parameter this layer does not
-know, or a value it cannot be sure the route would accept.
+A `GET` without credentials or body whose answer is a fresh cache entry needs none of the
+router's work: no route matching, no dependencies, no database session, and none of the
+middleware that only routed requests need. This layer finds the entry at the address the route
+itself would read (the same function builds it), renders it, and keeps the rendered body and
+its tag as a local copy (see `platform.local_copies`), which answers the same request next time
+without asking Redis. Anything else goes on to the router unchanged, which answers, validates
+and fills the cache as always: a miss or a stale entry, an `Authorization` header (valid or
+not), a body, a parameter this layer does not know, or a value it cannot be sure the route
+would accept.
 
-It sits inside every middleware, so a response from here is logged, measured, tagged and given
-its headers like any other. The caller's rate limit is taken here, once per request: the
-route's own check sees it was done.
+It sits outside the app's middleware and sends what it answers through the `envelope` it is
+given: the same middleware every response passes (request id, security headers, access log,
+in-flight gauge, CORS, rate-limit headers), so its answers cannot be told from the routes' but
+by their speed. It takes the caller's rate limit, records the request's metrics under the
+route's template, and answers `If-None-Match` as `ETags` does.
 """
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conduit.platform.cache import Cache, CacheAddress
 from conduit.platform.errors import ConduitError, error_response
+from conduit.platform.etag import entity_tag, send_json_validated
+from conduit.platform.observability import metrics
+from conduit.platform.observability.metrics import CACHE_HITS
 from conduit.platform.rate_limit import Limiter
 from conduit.platform.schemas import ensure_storable_text
 from conduit.platform.settings import Settings
@@ -38,22 +47,42 @@ class CachedRead:
     """A route whose anonymous answer is a cache entry.
 
     `path` (after the prefix) must match exactly the paths the route serves and none that an
-    earlier route takes; `body` turns the entry into the response body without changing it
-    (the in-process cache shares its objects).
+    earlier route takes; `route` is its template (after the prefix), as metrics name it;
+    `body` turns the entry into the response body without changing it (the in-process cache
+    shares its objects).
     """
 
     path: re.Pattern[str]
+    route: str
     address: Addresser
     body: Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    read: CachedRead
+    body: bytes
+    tag: str
+
+
+_ANSWER = "conduit.cached_read"
 
 
 class AnonymousCachedReads:
     """Serve `reads` (paths under `prefix`) from the cache when it can; see the module."""
 
-    def __init__(self, app: ASGIApp, *, prefix: str, reads: Sequence[CachedRead]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        prefix: str,
+        reads: Sequence[CachedRead],
+        envelope: Callable[[ASGIApp], ASGIApp],
+    ) -> None:
         self.app = app
         self.prefix = prefix
         self.reads = tuple(reads)
+        self._answer_in_envelope = envelope(self._answer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self._find(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
@@ -61,19 +90,40 @@ class AnonymousCachedReads:
             await self.app(scope, receive, send)
             return
         read, address = found
+        cache: Cache = scope["app"].state.cache
+        copies = cache.changes.copies
+        copy = copies.get(address.key, address.generations) if cache.enabled else None
+        if copy is not None:
+            CACHE_HITS.labels(address.name).inc()
+            answer = _Answer(read, copy.body, copy.tag)
+        else:
+            snapshot = copies.snapshot(address.generations)
+            entry = await cache.peek(address)
+            if entry is None:
+                await self.app(scope, receive, send)
+                return
+            body = bytes(JSONResponse(read.body(entry)).body)
+            answer = _Answer(read, body, entity_tag(body))
+            copies.keep(address.key, address.generations, snapshot, body, answer.tag)
+        scope[_ANSWER] = answer
+        await self._answer_in_envelope(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer: _Answer = scope[_ANSWER]
+        started = time.perf_counter()
         request = Request(scope)
         limiter: Limiter = request.app.state.limiter
         try:
             await limiter.enforce(request)
         except ConduitError as error:
-            await error_response(error)(scope, receive, send)
-            return
-        cache: Cache = request.app.state.cache
-        entry = await cache.peek(address)
-        if entry is None:
-            await self.app(scope, receive, send)
-            return
-        await JSONResponse(read.body(entry))(scope, receive, send)
+            response = error_response(error)
+            await response(scope, receive, send)
+            status = response.status_code
+        else:
+            if_none_match = Headers(scope=scope).get("if-none-match")
+            status = await send_json_validated(send, answer.body, answer.tag, if_none_match)
+        handler = self.prefix + answer.read.route
+        metrics.record_request("GET", handler, str(status), time.perf_counter() - started)
 
     def _find(self, scope: Scope) -> tuple[CachedRead, CacheAddress] | None:
         path: str = scope["path"]
@@ -86,8 +136,12 @@ class AnonymousCachedReads:
                 break
         else:
             return None
-        if any(name == b"authorization" for name, _ in scope["headers"]):
-            return None
+        for name, value in scope["headers"]:
+            # The routed answer to a body is a 413 or 415 from the middleware here skipped.
+            if name == b"authorization" or name == b"transfer-encoding":
+                return None
+            if name == b"content-length" and value != b"0":
+                return None
         query = _single_valued(QueryParams(scope["query_string"]))
         if query is None:
             return None

@@ -60,10 +60,23 @@ class ETags:
         await self.app(scope, receive, buffering_send)
 
 
+async def send_json_validated(send: Send, body: bytes, tag: str, if_none_match: str | None) -> int:
+    """Send a `200` JSON `body` whose tag is `tag` as `ETags` would; the status sent."""
+    start: Message = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ],
+    }
+    return await _send_validated(send, start, body, if_none_match, tag=tag)
+
+
 async def _send_validated(
-    send: Send, start: Message, body: bytes, if_none_match: str | None
-) -> None:
-    tag = entity_tag(body)
+    send: Send, start: Message, body: bytes, if_none_match: str | None, *, tag: str | None = None
+) -> int:
+    tag = tag or entity_tag(body)
     headers = MutableHeaders(scope=start)
     headers["ETag"] = tag
     headers.setdefault("Cache-Control", "no-cache")
@@ -73,6 +86,7 @@ async def _send_validated(
             del headers[name]
         await send({**start, "status": 304})
         await send({"type": "http.response.body", "body": b""})
-        return
+        return 304
     await send(start)
     await send({"type": "http.response.body", "body": body})
+    return int(start["status"])

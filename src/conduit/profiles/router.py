@@ -57,6 +57,7 @@ def _profile_body(entry: dict[str, Any]) -> Any:
 CACHED_READS = (
     CachedRead(
         re.compile(r"/profiles/(?P<username>[^/]+)"),
+        "/profiles/{username}",
         by_path_text("username", service.profile_entry),
         _profile_body,
     ),

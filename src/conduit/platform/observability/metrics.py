@@ -116,14 +116,17 @@ JOB_OLDEST_AGE = Gauge(
 )
 
 
-def _record(info: Info) -> None:
-    method = info.method if info.method in HTTP_METHODS else "OTHER"
-    handler = info.modified_handler
-    status = info.modified_status
+def record_request(method: str, handler: str, status: str, seconds: float) -> None:
+    """Count one answered request; `handler` is its route template."""
+    method = method if method in HTTP_METHODS else "OTHER"
     HTTP_REQUESTS.labels(method, handler, status).inc()
-    HTTP_REQUEST_DURATION.labels(method, handler).observe(info.modified_duration)
+    HTTP_REQUEST_DURATION.labels(method, handler).observe(seconds)
     if status.startswith("5"):
         HTTP_REQUEST_ERRORS.labels(method, handler, status).inc()
+
+
+def _record(info: Info) -> None:
+    record_request(info.method, info.modified_handler, info.modified_status, info.modified_duration)
 
 
 def instrument(app: FastAPI) -> None:
