@@ -43,6 +43,7 @@ from conduit.platform.middleware import (
     SecurityHeaders,
     StripTrailingSlash,
     is_valid_request_id,
+    new_request_id,
 )
 from conduit.platform.observability import metrics, tracing
 from conduit.platform.observability.logging import configure_logging_unless_done
@@ -211,7 +212,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     request_id = Middleware(
-        CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=is_valid_request_id
+        CorrelationIdMiddleware,
+        header_name=REQUEST_ID_HEADER,
+        generator=new_request_id,
+        validator=is_valid_request_id,
     )
     security_headers = Middleware(SecurityHeaders, page_paths=[page for page in pages if page])
     cors = _cors(settings)

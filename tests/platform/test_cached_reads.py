@@ -1,16 +1,19 @@
 """Anonymous reads answered from the cache before routing: the routes' own answers, byte for
 byte, only for requests the routes would accept, and the caller's rate limit taken once."""
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Receive, Scope, Send
 
 from conduit.platform.db.session import get_session
+from conduit.platform.middleware import SecurityHeaders
 from conduit.platform.settings import Settings
-from tests.helpers import create_article, register
+from tests.helpers import create_article, eventually, register
 from tests.platform.backends import BACKENDS, on_backend
 
 pytestmark = pytest.mark.anyio
@@ -130,3 +133,93 @@ class TestRateLimits:
         assert remaining == [3, 2, 1, 0, 0]
         assert "retry-after" in responses[-1].headers
         assert responses[-1].json()["errors"]
+
+
+async def local_copies_served(app: FastAPI) -> None:
+    """Wait until the app serves local copies (with Redis, once it hears announcements)."""
+    copies = app.state.cache.changes.copies
+
+    async def trusted() -> bool:
+        return bool(copies.trusted)
+
+    await eventually(trusted, within=5)
+
+
+class TestReplayedAnswers:
+    """Without limits to take, a local copy's answer is sent again with the headers every
+    middleware gave it the first time, instead of passing through them once more."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"rate_limit_enabled": False})
+
+    @pytest.fixture
+    def enveloped(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """The paths of the requests that went through the middleware (one of it is watched)."""
+        paths: list[str] = []
+        through = SecurityHeaders.__call__
+
+        async def watched(
+            middleware: SecurityHeaders, scope: Scope, receive: Receive, send: Send
+        ) -> None:
+            paths.append(scope["path"])
+            await through(middleware, scope, receive, send)
+
+        monkeypatch.setattr(SecurityHeaders, "__call__", watched)
+        return paths
+
+    async def test_a_replayed_answer_is_the_one_the_middleware_sent(
+        self, client: httpx.AsyncClient, app: FastAPI, enveloped: list[str]
+    ) -> None:
+        await local_copies_served(app)
+        author = await register(client)
+        path = f"/profiles/{author.username}"
+        # Routed (filling the cache), kept as a local copy, recorded; then replayed.
+        answers = [await client.get(path) for _ in range(6)]
+        assert enveloped.count(f"/api{path}") == 3
+        recorded = answers[2]
+        for answer in answers[3:]:
+            assert answer.status_code == 200
+            assert answer.content == recorded.content
+            headers = [(name, value) for name, value in answer.headers.multi_items()]
+            expected = [
+                (name, answer.headers["x-request-id"] if name == "x-request-id" else value)
+                for name, value in recorded.headers.multi_items()
+            ]
+            assert headers == expected
+        request_ids = {answer.headers["x-request-id"] for answer in answers}
+        assert len(request_ids) == 6
+        assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in request_ids)
+
+    async def test_requests_the_middleware_answers_differently_pass_through_it(
+        self, client: httpx.AsyncClient, app: FastAPI, enveloped: list[str]
+    ) -> None:
+        await local_copies_served(app)
+        for _ in range(3):
+            await client.get("/tags")
+        recorded = len(enveloped)
+        etag = (await client.get("/tags")).headers["etag"]
+        assert len(enveloped) == recorded
+
+        own_id = await client.get("/tags", headers={"X-Request-ID": "caller-chosen-id"})
+        assert own_id.headers["x-request-id"] == "caller-chosen-id"
+        conditional = await client.get("/tags", headers={"If-None-Match": etag})
+        assert conditional.status_code == 304
+        cross_origin = await client.get("/tags", headers={"Origin": "https://elsewhere.test"})
+        assert cross_origin.status_code == 200
+        assert len(enveloped) == recorded + 3
+
+    async def test_a_write_is_read_at_once_after_replays(
+        self, client: httpx.AsyncClient, app: FastAPI, enveloped: list[str]
+    ) -> None:
+        await local_copies_served(app)
+        author = await register(client)
+        path = f"/profiles/{author.username}"
+        for _ in range(4):
+            assert (await client.get(path)).json()["profile"]["bio"] == ""
+        assert enveloped.count(f"/api{path}") == 3
+        updated = await client.put(
+            "/user", json={"user": {"bio": "replayed no more"}}, headers=author.headers
+        )
+        assert updated.status_code == 200
+        assert (await client.get(path)).json()["profile"]["bio"] == "replayed no more"

@@ -159,14 +159,17 @@ async def test_errors_are_logged_with_their_traceback(
     assert access_lines(lines)[0]["status"] == 500
 
 
+# Without limits to take, the same answer is replayed from the third request on.
+@pytest.mark.parametrize("limits", [True, False], ids=["limited", "replayed"])
 async def test_a_read_answered_from_the_cache_is_logged_like_a_routed_one(
-    client: httpx.AsyncClient, logs: ReadLogs
+    client: httpx.AsyncClient, app: FastAPI, logs: ReadLogs, limits: bool
 ) -> None:
+    app.state.limiter.enabled = limits
     account = await register(client)
     logs()
-    answers = [await client.get(f"/profiles/{account.username}") for _ in range(3)]
+    answers = [await client.get(f"/profiles/{account.username}") for _ in range(5)]
     lines = access_lines(logs())
-    assert len(lines) == 3
+    assert len(lines) == 5
     for line, answer in zip(lines, answers, strict=True):
         assert {key: line[key] for key in ("method", "path", "route", "status")} == {
             "method": "GET",
@@ -175,7 +178,7 @@ async def test_a_read_answered_from_the_cache_is_logged_like_a_routed_one(
             "status": 200,
         }
         assert line["request_id"] == answer.headers["X-Request-ID"]
-    assert [list(line) for line in lines[1:]] == [list(lines[0])] * 2
+    assert [list(line) for line in lines[1:]] == [list(lines[0])] * 4
 
 
 def test_the_access_line_writer_renders_as_the_formatter_does(
@@ -288,11 +291,13 @@ async def test_metrics_count_by_route_template_not_raw_path(client: httpx.AsyncC
     assert value(after, "http_requests_in_flight") >= 1
 
 
+@pytest.mark.parametrize("limits", [True, False], ids=["limited", "replayed"])
 async def test_reads_answered_from_the_cache_are_counted_under_their_route(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, app: FastAPI, limits: bool
 ) -> None:
+    app.state.limiter.enabled = limits
     before = await scrape(client)
-    for _ in range(3):  # routed once, then answered from the cache
+    for _ in range(3):  # routed once, then answered from the cache (and replayed)
         assert (await client.get("/tags")).status_code == 200
     etag = (await client.get("/tags")).headers["etag"]
     assert (await client.get("/tags", headers={"If-None-Match": etag})).status_code == 304

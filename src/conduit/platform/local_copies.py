@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -53,6 +53,9 @@ class LocalCopy:
     generations: tuple[str, ...]
     snapshot: Snapshot
     expires_at: float
+    # The headers its answer left the app with, less the request id, by URL scheme: what
+    # `platform.cached_reads` replays.
+    sent_headers: dict[str, tuple[tuple[bytes, bytes], ...]] = field(default_factory=dict)
 
 
 class LocalCopies:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import re
 import time
+import uuid
 from collections.abc import Collection
 
 from prometheus_fastapi_instrumentator.routing import get_route_name
@@ -346,26 +347,41 @@ class AccessLog:
     def _log(self, scope: Scope, status: int, seconds: float) -> None:
         path: str = scope["path"]
         level = logging.DEBUG if path.startswith(self.quiet_prefixes) else logging.INFO
-        logger = logging.getLogger(ACCESS_LOGGER)
-        if not logger.isEnabledFor(level):
-            return
-        client = scope.get("client")
-        fields = {
-            "method": scope["method"],
-            "path": path,
-            "route": self.routes.of(scope),
-            "status": status,
-            "duration_ms": round(seconds * 1000, 2),
-            "client": client[0] if client else None,
-        }
-        writer = json_line_writer(logger)
-        if writer is None:
-            access_log.log(level, "request", **fields)
-        else:
-            writer.write(level, "request", **fields)
+        if logging.getLogger(ACCESS_LOGGER).isEnabledFor(level):
+            log_request(scope, status, seconds, route=self.routes.of(scope), level=level)
+
+
+def log_request(
+    scope: Scope, status: int, seconds: float, *, route: str | None, level: int = logging.INFO
+) -> None:
+    """Write the access line of one answered request (see `AccessLog`)."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not logger.isEnabledFor(level):
+        return
+    client = scope.get("client")
+    fields = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "route": route,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 2),
+        "client": client[0] if client else None,
+    }
+    writer = json_line_writer(logger)
+    if writer is None:
+        access_log.log(level, "request", **fields)
+    else:
+        writer.write(level, "request", **fields)
 
 
 REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def new_request_id() -> str:
+    """The id of a request that came without one."""
+    return uuid.uuid4().hex
+
+
 # What proxies and clients use as request ids (UUIDs, hex, ULIDs, AWS trace ids), and nothing
 # that could break a log line or a header.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
