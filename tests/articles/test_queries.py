@@ -276,3 +276,30 @@ async def test_adding_a_comment_reads_nothing_back_that_its_insert_returned(
     on_comments = [sql for sql in statements if "comment." in sql or "INTO comment " in sql]
     assert len(on_comments) == 1, on_comments
     assert on_comments[0].startswith("INSERT INTO comment ")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("POST", "/articles/{slug}/comments", {"comment": {"body": "First"}}),
+        ("POST", "/articles/{slug}/favorite", None),
+        ("DELETE", "/articles/{slug}/favorite", None),
+    ],
+)
+async def test_a_write_on_an_article_loads_its_caller_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, method: str, path: str, payload: Any
+) -> None:
+    # The route needs a login and its article dependency asks who is viewing: both are one
+    # caller, read from the token and the database once.
+    world = await build_world(client)
+    await add_articles_until(client, world, 1)
+    with recorded_statements(engine) as statements:
+        response = await client.request(
+            method,
+            path.format(slug=world.article_slugs[0]),
+            json=payload,
+            headers=world.caller.headers,
+        )
+    assert response.status_code == 200, response.text
+    callers_loaded = [sql for sql in statements if "WHERE user_account.id = " in sql]
+    assert len(callers_loaded) == 1, callers_loaded

@@ -39,16 +39,19 @@ async def _user_for(request: Request, session: SessionDep, token: str) -> User:
     return user
 
 
-async def current_user(
-    request: Request, session: SessionDep, token: Annotated[str, Depends(required_token)]
-) -> User:
-    return await _user_for(request, session, token)
-
-
 async def optional_user(
     request: Request, session: SessionDep, token: Annotated[str | None, Depends(optional_token)]
 ) -> User | None:
     return None if token is None else await _user_for(request, session, token)
+
+
+async def current_user(caller: Annotated[User | None, Depends(optional_user)]) -> User:
+    # Built on optional_user, so that a route needing a login whose other dependencies also
+    # ask who is calling (ArticleBySlug does, for the viewer's flags) shares FastAPI's
+    # per-request result: the token is read and the account loaded once, not twice.
+    if caller is None:
+        raise Unauthorized("is missing")
+    return caller
 
 
 AccessToken = Annotated[str, Depends(required_token)]
