@@ -16,10 +16,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Row,
     Select,
     and_,
+    bindparam,
     exists,
     func,
     literal,
@@ -82,10 +84,12 @@ def read_message(*, ids: Sequence[int] | None, unread_count: int) -> str:
 # Reads
 
 
-def _items(recipient_id: int) -> Select[*tuple[Any, ...]]:
+def _items_statement() -> Select[*tuple[Any, ...]]:
     """A recipient's notifications as the API shows them, in one statement: the actor (with
-    whether the recipient follows them), the article and the comment joined."""
+    whether the recipient follows them), the article and the comment joined. Its
+    `recipient_id` is a bound parameter."""
     actor = aliased(User)
+    recipient_id = bindparam("recipient_id", type_=BigInteger)
     following = exists().where(
         Follow.follower_id == recipient_id, Follow.followee_id == Notification.actor_id
     )
@@ -109,6 +113,12 @@ def _items(recipient_id: int) -> Select[*tuple[Any, ...]]:
         .outerjoin(Comment, Comment.id == Notification.comment_id)
         .where(Notification.recipient_id == recipient_id)
     )
+
+
+# Built once: the aliased actor makes building it cost more than running it, and a worker
+# builds one for every notification it announces.
+_ITEMS = _items_statement()
+_ITEM = _ITEMS.where(Notification.id == bindparam("notification_id", type_=BigInteger))
 
 
 def _to_read(row: Row[*tuple[Any, ...]]) -> NotificationRead:
@@ -141,7 +151,8 @@ async def page(
     """Newest first, with the recipient's counts: two statements, whatever the page size."""
     total, unread = await _counts(session, recipient_id)
     rows = await session.execute(
-        _items(recipient_id).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
+        _ITEMS.order_by(*_NEWEST_FIRST).limit(limit).offset(offset),
+        {"recipient_id": recipient_id},
     )
     return NotificationList(
         notifications=[_to_read(row) for row in rows],
@@ -173,10 +184,8 @@ async def since(
     """The recipient's notifications with an id above `after_id`, oldest first: what a stream
     that reconnects missed, up to the newest `REPLAY_LIMIT`."""
     rows = await session.execute(
-        _items(recipient_id)
-        .where(Notification.id > after_id)
-        .order_by(*_NEWEST_FIRST)
-        .limit(REPLAY_LIMIT)
+        _ITEMS.where(Notification.id > after_id).order_by(*_NEWEST_FIRST).limit(REPLAY_LIMIT),
+        {"recipient_id": recipient_id},
     )
     return [_to_read(row) for row in reversed(rows.all())]
 
@@ -212,9 +221,8 @@ async def _announce(session: AsyncSession, created: Sequence[Row[int, int]]) -> 
     """The live messages for a few new notifications, read back as the list shows them."""
     messages = []
     for notification_id, recipient_id in created:
-        row = (
-            await session.execute(_items(recipient_id).where(Notification.id == notification_id))
-        ).one()
+        parameters = {"recipient_id": recipient_id, "notification_id": notification_id}
+        row = (await session.execute(_ITEM, parameters)).one()
         messages.append((topic(recipient_id), notification_message(_to_read(row))))
     return messages
 
