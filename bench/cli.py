@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench import ceiling, fixture, pools, report, wrk
-from bench.scenarios import SCENARIOS, Scenario, select
+from bench.scenarios import SCENARIOS, Scenario, Stream, select
 
 PROBE_REQUESTS = 20
 
@@ -107,7 +107,9 @@ def probe(client: httpx.Client, plan: pools.Plan, scenario: Scenario) -> Counter
     return statuses
 
 
-def measure(url: str, options: Options, data: Path, raw: Path, scenario: Scenario) -> wrk.Stats:
+def measure(
+    url: str, options: Options, data: Path, raw: Path, scenario: Scenario, label: str = ""
+) -> wrk.Stats:
     """The warm-up (when there is one), then the measured window."""
     windows = [(".warmup", options.warmup_s)] if options.warmup_s > 0 else []
     for suffix, seconds in [*windows, ("", options.duration_s)]:
@@ -115,11 +117,47 @@ def measure(url: str, options: Options, data: Path, raw: Path, scenario: Scenari
             url,
             data=data,
             scenario=scenario.name,
-            out=raw / f"{scenario.name}{suffix}.json",
+            out=raw / f"{scenario.name}{label}{suffix}.json",
             load=options.load,
             duration_s=seconds,
         )
     return stats
+
+
+def measure_alongside(
+    url: str, options: Options, data: Path, raw: Path, scenario: Scenario, stream: Stream
+) -> tuple[wrk.Stats, dict[str, Any]]:
+    """The scenario alone, then again with `stream` running through the warm-up and the
+    measured window: the second run's stats, and how they compare with the first's."""
+    alone = measure(url, options, data, raw, scenario, label=".alone")
+    # One connection, on the load generator's core.
+    stream_load = wrk.Load(
+        connections=1, threads=1, timeout_s=options.load.timeout_s, pin=options.load.pin
+    )
+    running = wrk.start(
+        url,
+        data=data,
+        scenario=scenario.stream_name,
+        out=raw / f"{scenario.stream_name}.json",
+        load=stream_load,
+        duration_s=options.warmup_s + options.duration_s + 1,
+        pause_s=stream.pause_s,
+    )
+    try:
+        beside = measure(url, options, data, raw, scenario)
+    finally:
+        stream_stats = wrk.finish(running)
+    alone_p99 = alone.latency_ms["p99"]
+    comparison = {
+        "alone": alone.to_json(),
+        "stream": {
+            "kind": stream.kind,
+            "pause_s": stream.pause_s,
+            **stream_stats.to_json(),
+        },
+        "p99_rise": round(beside.latency_ms["p99"] / alone_p99 - 1, 4) if alone_p99 else None,
+    }
+    return beside, comparison
 
 
 def free_port() -> int:
@@ -145,14 +183,19 @@ def target_scenario(
     scenario: Scenario,
 ) -> dict[str, Any]:
     say(f"load: {scenario.name} ({scenario.description})")
-    stats = measure(wrk.origin(options.url), options, data, raw, scenario)
+    url = wrk.origin(options.url)
     entry: dict[str, Any] = {
         "name": scenario.name,
         "description": scenario.description,
         "read_only": scenario.read_only,
         "weights": dict(scenario.weights),
-        "target": stats.to_json(),
     }
+    if scenario.alongside is None:
+        stats = measure(url, options, data, raw, scenario)
+    else:
+        stats, comparison = measure_alongside(url, options, data, raw, scenario, scenario.alongside)
+        entry |= comparison
+    entry["target"] = stats.to_json()
     if stats.errors["status"]:
         statuses = probe(client, plan, scenario)
         entry["probe_statuses"] = {str(code): n for code, n in sorted(statuses.items())}
@@ -212,7 +255,7 @@ def run(options: Options) -> dict[str, Any]:
     plan = pools.build_plan(
         made, survey, prefix=urlsplit(options.url).path.rstrip("/"), readers=readers
     )
-    chosen = [s for s in options.scenarios if all(plan.pools.get(k, True) for k in s.weights)]
+    chosen = [s for s in options.scenarios if all(plan.pools.get(k, True) for k in s.kinds)]
     skipped = [s.name for s in options.scenarios if s not in chosen]
     if skipped:
         say(f"skipped, the target gave nothing to build their requests from: {', '.join(skipped)}")

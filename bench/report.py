@@ -21,7 +21,7 @@ def load(path: Path) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     """A fixed-width table: one line per scenario, the ceiling's figures beside the target's."""
     header = (
-        f"{'scenario':<10} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+        f"{'scenario':<14} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>8} {'errors':>7} {'ceiling':>8} {'share':>6}"
     )
     lines = [header, "-" * len(header)]
@@ -33,13 +33,26 @@ def table(results: dict[str, Any]) -> str:
         ceiling_rps = f"{ceiling['rps']:.0f}" if ceiling else "-"
         share_text = f"{share:.0%}" if share is not None else "-"
         lines.append(
-            f"{scenario['name']:<10} {target['rps']:>8.0f} {latency['p50']:>8.1f} "
+            f"{scenario['name']:<14} {target['rps']:>8.0f} {latency['p50']:>8.1f} "
             f"{latency['p90']:>8.1f} {latency['p99']:>8.1f} {latency['max']:>8.1f} "
             f"{target['error_count']:>7} {ceiling_rps:>8} {share_text:>6}"
         )
+        if scenario.get("stream"):
+            lines.append(f"{'':<14} ^ {_comparison(scenario)}")
         if scenario.get("note"):
-            lines.append(f"{'':<10} ^ {scenario['note']}")
+            lines.append(f"{'':<14} ^ {scenario['note']}")
     return "\n".join(lines)
+
+
+def _comparison(scenario: dict[str, Any]) -> str:
+    stream, alone = scenario["stream"], scenario["alone"]
+    rise = scenario.get("p99_rise")
+    rise_text = f"{rise:+.0%}" if rise is not None else "-"
+    return (
+        f"beside {stream['rps']:.2f} {stream['kind']}/s (p99 {stream['latency_ms']['p99']:.0f} ms, "
+        f"{stream['error_count']} errors); alone: {alone['rps']:.0f} req/s, "
+        f"p99 {alone['latency_ms']['p99']:.1f} ms; p99 rise {rise_text}"
+    )
 
 
 def _rps(stats: dict[str, Any]) -> float:

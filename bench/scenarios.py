@@ -23,14 +23,36 @@ MIX: Mapping[str, float] = {
 
 
 @dataclass(frozen=True)
+class Stream:
+    """A second client sending one kind of request alongside a scenario, one at a time with a
+    pause after each answer: a steady stream at about 1 / (pause + latency) per second."""
+
+    kind: str
+    pause_s: float
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     weights: Mapping[str, float]
     description: str
+    # Measured twice, back to back: the scenario alone, then with this stream beside it.
+    alongside: Stream | None = None
 
     @property
     def read_only(self) -> bool:
-        return all(kind in READ_KINDS for kind in self.weights)
+        return self.alongside is None and all(kind in READ_KINDS for kind in self.weights)
+
+    @property
+    def kinds(self) -> list[str]:
+        """Every kind of request the scenario sends, its stream's included."""
+        stream = [self.alongside.kind] if self.alongside else []
+        return [*self.weights, *(kind for kind in stream if kind not in self.weights)]
+
+    @property
+    def stream_name(self) -> str:
+        """The name the driver knows the stream by."""
+        return f"{self.name}.alongside"
 
 
 def _with_logins(mix: Mapping[str, float], share: float) -> dict[str, float]:
@@ -65,6 +87,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("favorite", {"favorite": 1}, "POST or DELETE /articles/:slug/favorite"),
         Scenario("create", {"create": 1}, "POST /articles with a unique title"),
         Scenario("login", {LOGIN_KIND: 1}, "POST /users/login (password hashing included)"),
+        Scenario(
+            "article_logins",
+            {"article": 1},
+            "GET /articles/:slug alone, then beside a steady stream of logins (one a second)",
+            alongside=Stream(LOGIN_KIND, pause_s=1.0),
+        ),
         Scenario("mix", dict(MIX), "85 % reads, 15 % writes"),
         Scenario("mix_login", _with_logins(MIX, 0.05), "the mix with 5 % logins"),
     )

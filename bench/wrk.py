@@ -97,24 +97,60 @@ def command(url: str, load: Load, duration_s: float, program: str = "wrk") -> li
     return args
 
 
-def run(url: str, *, data: Path, scenario: str, out: Path, load: Load, duration_s: float) -> Stats:
-    """One wrk run of a scenario; wrk's own report goes next to the JSON for reading later."""
+@dataclass
+class Running:
+    """A wrk run started in the background."""
+
+    scenario: str
+    out: Path
+    process: subprocess.Popen[str]
+
+
+def start(
+    url: str,
+    *,
+    data: Path,
+    scenario: str,
+    out: Path,
+    load: Load,
+    duration_s: float,
+    pause_s: float = 0.0,
+) -> Running:
+    """Start a wrk run of a scenario; `pause_s` makes each connection wait that long after
+    every answer."""
     env = os.environ | {
         "BENCH_DATA": str(data),
         "BENCH_SCENARIO": scenario,
         "BENCH_OUT": str(out),
         # Keeps the titles the driver makes apart from those of every other run.
         "BENCH_NONCE": secrets.token_hex(4),
+        "BENCH_PAUSE_MS": f"{pause_s * 1000:g}",
     }
     out.unlink(missing_ok=True)
-    result = subprocess.run(  # noqa: S603
+    process = subprocess.Popen(  # noqa: S603
         command(url, load, duration_s, executable()),
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    out.with_suffix(".txt").write_text(result.stdout + result.stderr)
-    if result.returncode != 0 or not out.exists():
-        raise WrkError(f"wrk failed for {scenario} ({result.returncode}): {result.stderr[-500:]}")
+    return Running(scenario, out, process)
+
+
+def finish(running: Running) -> Stats:
+    """Wait for a run; wrk's own report goes next to the JSON for reading later."""
+    stdout, stderr = running.process.communicate()
+    out = running.out
+    out.with_suffix(".txt").write_text(stdout + stderr)
+    if running.process.returncode != 0 or not out.exists():
+        raise WrkError(
+            f"wrk failed for {running.scenario} ({running.process.returncode}): {stderr[-500:]}"
+        )
     return parse(out.read_text())
+
+
+def run(url: str, *, data: Path, scenario: str, out: Path, load: Load, duration_s: float) -> Stats:
+    """One wrk run of a scenario, waited for."""
+    return finish(
+        start(url, data=data, scenario=scenario, out=out, load=load, duration_s=duration_s)
+    )

@@ -6,6 +6,13 @@ local data_file = os.getenv("BENCH_DATA")
 local scenario_name = os.getenv("BENCH_SCENARIO")
 local out_file = os.getenv("BENCH_OUT")
 local nonce = os.getenv("BENCH_NONCE") or ""
+local pause_ms = tonumber(os.getenv("BENCH_PAUSE_MS") or "0")
+
+-- wrk waits this long after an answer before a connection sends its next request; defined
+-- only when asked for, since wrk takes the mere presence of delay() as a reason to call it.
+if pause_ms > 0 then
+  function delay() return pause_ms end
+end
 
 local threads = 0
 function setup(thread)

@@ -110,6 +110,15 @@ class TestScenarios:
         assert SCENARIOS["search"].read_only
         assert not SCENARIOS["mix"].read_only
 
+    def test_reads_beside_logins(self) -> None:
+        scenario = SCENARIOS["article_logins"]
+        # Not a read for the ceiling, which cannot log anyone in.
+        assert not scenario.read_only
+        assert scenario.weights == {"article": 1}
+        assert scenario.kinds == ["article", LOGIN_KIND]
+        assert scenario.alongside is not None
+        assert scenario.alongside.pause_s > 0
+
 
 class TestPlan:
     def test_deep_offsets_span_the_whole_data_set(self) -> None:
@@ -212,6 +221,13 @@ class TestLua:
         assert '["create"] = {{["kind"] = "create", ["weight"] = 1.0}}' in text
         assert '["authors"] = {"token-0", "token-1", "token-2"}' in text
 
+    def test_a_stream_is_a_scenario_of_its_own_kind(self) -> None:
+        plan = pools.build_plan(make_fixture(), Survey(10, [], []), prefix="/api")
+        text = pools.to_lua(plan, select("article_logins"))
+        assert '["article_logins"] = {{["kind"] = "article", ["weight"] = 1.0}}' in text
+        assert '["article_logins.alongside"] = {{["kind"] = "login", ["weight"] = 1.0}}' in text
+        assert '["login"] = {{["method"] = "POST", ["path"] = "/api/users/login"' in text
+
     def test_empty_pool_is_refused(self) -> None:
         plan = pools.build_plan(make_fixture(), Survey(10, [], []), prefix="/api")
         empty = pools.Plan(plan.prefix, plan.run, {**plan.pools, "feed": []}, plan.authors, [])
@@ -297,6 +313,18 @@ class TestReport:
         ]  # fmt: skip
         assert lines[3].split()[-2:] == ["-", "-"]
         assert "rate limited" in lines[4]
+
+    def test_table_compares_a_scenario_with_and_without_its_stream(self) -> None:
+        beside = results(10, 13.0)
+        entry = beside["scenarios"][0]
+        alone = entry["target"] | {"latency_ms": entry["target"]["latency_ms"] | {"p99": 10.0}}
+        stream = entry["target"] | {"rps": 0.8}
+        entry |= {"alone": alone, "stream": {"kind": "login", **stream}, "p99_rise": 0.3}
+        lines = report.table(beside).splitlines()
+        assert lines[3].split() == [
+            "^", "beside", "0.80", "login/s", "(p99", "13", "ms,", "13", "errors);",
+            "alone:", "2500", "req/s,", "p99", "10.0", "ms;", "p99", "rise", "+30%",
+        ]  # fmt: skip
 
     def test_charts(self, tmp_path: Path) -> None:
         report.scenario_chart(results(10, 9.87), tmp_path / "one.png")
