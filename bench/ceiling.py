@@ -1,12 +1,14 @@
 """The ceiling reference: the target's read answers, captured once and served from memory by a
-minimal ASGI app on the same server stack (uvicorn), so results read as a fraction of what the
-machine and the stack can do at all.
+minimal ASGI app on the same server stack (granian, one server process), so results read as a
+fraction of what the machine and the stack can do at all.
 
 Run by the harness as `python -m bench.ceiling BODIES --port N`, optionally under taskset.
 """
 
 import argparse
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
+from granian import Granian
+from granian.constants import Interfaces, Loops
+from granian.log import LogLevels
 
 from bench.pools import Request
 
@@ -90,23 +94,37 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+BODIES_VARIABLE = "BENCH_CEILING_BODIES"
+
+
+def served() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The app of a server process: the bodies named by BENCH_CEILING_BODIES, from memory."""
+    raw: dict[str, str] = json.loads(Path(os.environ[BODIES_VARIABLE]).read_text())
+    return app({path: body.encode() for path, body in raw.items()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve captured bodies from memory.")
     parser.add_argument("bodies", type=Path, help="JSON object: path and query -> body")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8200)
     options = parser.parse_args()
-    raw: dict[str, str] = json.loads(options.bodies.read_text())
+    os.environ[BODIES_VARIABLE] = str(options.bodies.resolve())
 
-    # The options Conduit's `conduit serve` runs uvicorn with, so only the app differs.
-    uvicorn.run(
-        app({path: body.encode() for path, body in raw.items()}),
-        host=options.host,
+    # The options Conduit's `conduit serve` runs granian with, so only the app differs.
+    multiprocessing.set_start_method("spawn", force=True)
+    Granian(
+        f"bench.ceiling:{served.__name__}",
+        factory=True,
+        address=options.host,
         port=options.port,
-        access_log=False,
-        server_header=False,
-        log_level="warning",
-    )
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_access=False,
+        log_level=LogLevels.warning,
+    ).serve()
 
 
 if __name__ == "__main__":

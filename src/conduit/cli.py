@@ -3,29 +3,26 @@ seed a large data set."""
 
 import asyncio
 import os
-import signal
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, TypeVar
 
 import pydantic
 import typer
-import uvicorn
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.app import resolve_database_url
+from conduit.platform import serving
 from conduit.platform.db import migrations
 from conduit.platform.db.engine import create_engine, create_sessionmaker
 from conduit.platform.errors import ConduitError, validation_errors
 from conduit.platform.jobs import inspect as jobs_inspect
 from conduit.platform.jobs.host import run_worker_until_stopped
-from conduit.platform.observability.logging import configure_logging, logging_config
+from conduit.platform.observability.logging import configure_logging
 from conduit.platform.observability.metrics import MULTIPROC_DIR, clear_multiprocess_directory
 from conduit.platform.seed import Mode, Options, Plan, SeedRefused, seed
 from conduit.platform.seed.console import ProgressBars
@@ -35,11 +32,6 @@ from conduit.users import service as users_service
 from conduit.users.schemas import NewUserEnvelope
 
 T = TypeVar("T")
-
-# How long a new server process may take to import the app and answer uvicorn's health check.
-# uvicorn's 5 s default kills and respawns processes forever on a busy machine where the
-# bytecode cache is off (PYTHONDONTWRITEBYTECODE) and every start compiles the whole app.
-WORKER_STARTUP_SECONDS = 60
 
 app = typer.Typer(
     help=(
@@ -130,27 +122,8 @@ def serve(
     os.environ["DATABASE_URL"] = database_url
     os.environ["MIGRATE_ON_START"] = "false"
     get_settings.cache_clear()
-    # uvicorn re-raises SIGTERM once it has drained; exiting through SystemExit instead of the
-    # default handler lets exit hooks run, which is what stops the embedded PostgreSQL.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with _metrics_shared_by(workers):
-        uvicorn.run(
-            "conduit.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            reload=reload,
-            # Scheme and client address from X-Forwarded-* only when the peer is a trusted
-            # proxy, so HSTS follows the client's TLS and rate limits its address.
-            proxy_headers=bool(settings.trusted_proxies),
-            forwarded_allow_ips=[str(network) for network in settings.trusted_proxies],
-            log_config=logging_config(settings),
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-            timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
-        )
+        serving.serve(settings, host=host, port=port, workers=workers, reload=reload)
 
 
 def default_workers(settings: Settings) -> int:
@@ -159,10 +132,6 @@ def default_workers(settings: Settings) -> int:
     if settings.environment is not Environment.production or settings.redis_url is None:
         return 1
     return os.cpu_count() or 1
-
-
-def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    sys.exit(128 + signum)
 
 
 @contextmanager

@@ -42,11 +42,12 @@ def test_sigterm_drains_requests_in_flight(server_url: str, tmp_path: Path) -> N
         status_line = connection.recv(4096).split(b"\r\n", 1)[0]
         connection.close()
         assert status_line == b"HTTP/1.1 401 Unauthorized"
-        assert server.process.wait(timeout=30) == 128 + signal.SIGTERM
+        # A stop that drained everything is a clean exit.
+        assert server.process.wait(timeout=30) == 0
 
-    # Everything the process wrote, uvicorn's and alembic's records included, is JSON lines.
+    # Everything the process wrote, granian's and alembic's records included, is JSON lines.
     lines = [json.loads(line) for line in server.log_lines()]
-    assert {"uvicorn.error", "alembic.runtime.migration"} <= {line["logger"] for line in lines}
+    assert {"_granian", "alembic.runtime.migration"} <= {line["logger"] for line in lines}
     [drained] = [line for line in lines if line.get("route") == "/api/users/login"]
     assert drained["status"] == 401
 
@@ -61,5 +62,5 @@ def test_a_request_outlasting_the_grace_period_is_cut_off(server_url: str, tmp_p
         assert 1 <= waited < 15
         answer = connection.recv(4096)
         connection.close()
-        # uvicorn answers the cancelled request with a 500 rather than a bare reset.
-        assert answer.startswith(b"HTTP/1.1 500 ") or answer == b""
+        # The server process still serving it was stopped: the connection closes unanswered.
+        assert answer == b""

