@@ -66,8 +66,19 @@ def app(bodies: dict[str, bytes]) -> Callable[[Scope, Receive, Send], Awaitable[
     return serve
 
 
-def start(bodies_file: Path, port: int, pin: int | None, log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "bench.ceiling", str(bodies_file), "--port", str(port)]
+def start(
+    bodies_file: Path, port: int, *, pin: int | None, workers: int, log: Path
+) -> subprocess.Popen[bytes]:
+    args = [
+        sys.executable,
+        "-m",
+        "bench.ceiling",
+        str(bodies_file),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     if pin is not None:
         args = ["taskset", "-c", str(pin), *args]
     with log.open("wb") as output:
@@ -108,6 +119,7 @@ def main() -> None:
     parser.add_argument("bodies", type=Path, help="JSON object: path and query -> body")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8200)
+    parser.add_argument("--workers", type=int, default=1)
     options = parser.parse_args()
     os.environ[BODIES_VARIABLE] = str(options.bodies.resolve())
 
@@ -119,7 +131,7 @@ def main() -> None:
         address=options.host,
         port=options.port,
         interface=Interfaces.ASGI,
-        workers=1,
+        workers=options.workers,
         loop=Loops.uvloop,
         websockets=False,
         log_access=False,

@@ -52,6 +52,7 @@ class Options:
     settle_s: float
     ceiling: bool
     pin_ceiling: int | None
+    ceiling_workers: int
     reuse_fixture: Path | None
     fixture_users: int
     fixture_articles: int
@@ -229,7 +230,13 @@ def run_ceiling(
     bodies_file.write_text(json.dumps(bodies))
     port = free_port()
     say(f"ceiling: {len(bodies)} captured answers served from memory on port {port}")
-    process = ceiling.start(bodies_file, port, options.pin_ceiling, options.out / "ceiling.log")
+    process = ceiling.start(
+        bodies_file,
+        port,
+        pin=options.pin_ceiling,
+        workers=options.ceiling_workers,
+        log=options.out / "ceiling.log",
+    )
     try:
         (raw / "ceiling").mkdir(exist_ok=True)
         for name, entry in by_name.items():
@@ -299,6 +306,7 @@ def run(options: Options) -> dict[str, Any]:
             "settle_s": options.settle_s,
             "pin_load": options.load.pin,
             "pin_ceiling": options.pin_ceiling,
+            "ceiling_workers": options.ceiling_workers,
             "skipped_scenarios": skipped,
             "readers": len(readers) or len(made.users),
             "wrk": version,
@@ -345,6 +353,13 @@ def parser() -> argparse.ArgumentParser:
         "--pin-ceiling", type=int, metavar="CPU", help="taskset the ceiling app to a core"
     )
     run_command.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True)
+    run_command.add_argument(
+        "--ceiling-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes of the ceiling app: as many as the target runs",
+    )
     run_command.add_argument("--reuse-fixture", type=Path, metavar="FILE")
     run_command.add_argument("--fixture-users", type=int, default=20)
     run_command.add_argument("--fixture-articles", type=int, default=100)
@@ -394,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settle_s=args.settle,
             ceiling=args.ceiling,
             pin_ceiling=args.pin_ceiling,
+            ceiling_workers=args.ceiling_workers,
             reuse_fixture=args.reuse_fixture,
             fixture_users=args.fixture_users,
             fixture_articles=args.fixture_articles,
