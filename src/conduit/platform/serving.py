@@ -54,7 +54,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, reload: boo
         # The app writes its own access log, with route template, user and trace.
         log_access=False,
         log_dictconfig=logging_config(settings),
-        workers_kill_timeout=settings.shutdown_grace_seconds or None,
+        # granian would read 0 as "wait for ever": a second is the shortest grace it can give.
+        workers_kill_timeout=max(settings.shutdown_grace_seconds, 1),
         respawn_failed_workers=True,
         reload=reload,
     ).serve()
