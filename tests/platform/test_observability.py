@@ -432,6 +432,13 @@ async def test_without_an_endpoint_nothing_is_traced(
     assert "trace_id" not in line
 
 
+def test_the_servers_own_lines_follow_the_log_level(server_url: str, tmp_path: Path) -> None:
+    with serving(server_url, tmp_path, env={"LOG_LEVEL": "WARNING"}) as server:
+        assert httpx.get(f"{server.url}/api/tags").status_code == 200
+    lines = [json.loads(line) for line in server.log_lines()]
+    assert {line["level"] for line in lines} <= {"warning", "error", "critical"}, lines
+
+
 def test_metrics_add_up_over_worker_processes(
     server_url: str, redis_server_url: str, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from typing import cast
 
 from granian import Granian
 from granian.constants import Interfaces, Loops
+from granian.log import LogLevels
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from starlette.types import ASGIApp
 
@@ -54,6 +55,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, reload: boo
         # The app writes its own access log, with route template, user and trace.
         log_access=False,
         log_dictconfig=logging_config(settings),
+        # granian sets its own loggers' level from this, over the config's.
+        log_level=LogLevels(settings.log_level.value.lower()),
         # granian would read 0 as "wait for ever": a second is the shortest grace it can give.
         workers_kill_timeout=max(settings.shutdown_grace_seconds, 1),
         respawn_failed_workers=True,
