@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conduit.platform.db.session import release_connection
 from conduit.platform.errors import ConduitError, Forbidden, ValidationFailed
 from conduit.platform.jobs.queue import publish
 from conduit.platform.security import hash_password, verify_password
@@ -43,6 +44,8 @@ async def register(session: AsyncSession, new_user: NewUser) -> User:
     taken = await repository.taken_fields(session, username=new_user.username, email=new_user.email)
     if taken:
         raise _taken_error(taken)
+    # As for a login: no connection held while the password is hashed.
+    await release_connection(session)
     user = User(
         username=new_user.username,
         email=new_user.email,
@@ -56,6 +59,10 @@ async def register(session: AsyncSession, new_user: NewUser) -> User:
 
 async def authenticate(session: AsyncSession, *, email: str, password: str) -> User:
     user = await repository.get_by_email(session, email)
+    # A hash takes a core for a fifth of a second, and longer queued behind other logins: a
+    # burst of logins that kept their connections meanwhile would leave every other request
+    # of the process waiting for one.
+    await release_connection(session)
     valid, updated_hash = await verify_password(password, user.password_hash if user else None)
     if user is None or not valid:
         raise InvalidCredentials()

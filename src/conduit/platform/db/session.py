@@ -41,6 +41,23 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """End a session's transaction that has only read, so that its connection goes back to
+    the pool while the request waits on something slow that needs no database; what it loaded
+    stays loaded, and its next statement begins a new transaction.
+
+    Only before anything is written: a write pending here is refused rather than committed
+    outside the route's single commit.
+    """
+    if not session.in_transaction():
+        return
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("release_connection() on a session with pending writes")
+    # Committing a transaction that wrote nothing is how SQLAlchemy ends it without
+    # expiring what it loaded (a rollback would).
+    await session.commit()
+
+
 class AutoCommitRoute(APIRoute):
     """An APIRoute that commits the endpoint's session right after the endpoint returns."""
 
