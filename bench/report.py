@@ -96,7 +96,7 @@ def scenario_chart(results: dict[str, Any], out: Path) -> None:
         axis.bar_label(
             bars, labels=[number.format(value) if value else "" for value in ceiling], fontsize=7
         )
-        axis.set_xticks(positions, names)
+        axis.set_xticks(positions, names, rotation=30, ha="right")
         axis.set_ylabel(f"{label}, log scale")
         # The ceiling is often tens of times the target: only a log scale shows both.
         axis.set_yscale("log")
