@@ -1,8 +1,9 @@
 """The ceiling reference: the target's read answers, captured once and served from memory by a
-minimal ASGI app on the same server stack (granian, one server process), so results read as a
-fraction of what the machine and the stack can do at all.
+minimal ASGI app on the same server stack (granian, with as many server processes as the
+target runs), so results read as a fraction of what the machine and the stack can do at all.
 
-Run by the harness as `python -m bench.ceiling BODIES --port N`, optionally under taskset.
+Run by the harness as `python -m bench.ceiling BODIES --port N --workers W`, optionally under
+taskset.
 """
 
 import argparse
