@@ -70,7 +70,9 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     db_pool_size: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1) + 1, ge=1)
-    db_max_overflow: int = Field(default=5, ge=0)
+    # SQLAlchemy closes an overflow connection as soon as it is returned to a full pool, so under
+    # steady load beyond the pool every overflow checkout opened a new PostgreSQL backend.
+    db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
     migrate_on_start: bool | None = None
