@@ -4,7 +4,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from conduit.platform.db import migrations
@@ -96,3 +96,29 @@ async def test_models_match_migrations(database_url: str) -> None:
             assert await connection.run_sync(differences) == []
     finally:
         await engine.dispose()
+
+
+async def _storage_parameters(url: str, table: str) -> set[str]:
+    engine = create_async_engine(to_async_database_url(url))
+    try:
+        async with engine.connect() as connection:
+            options = await connection.scalar(
+                text("SELECT reloptions FROM pg_class WHERE oid = CAST(:table AS regclass)"),
+                {"table": table},
+            )
+    finally:
+        await engine.dispose()
+    return set(options or [])
+
+
+async def test_the_job_queue_is_vacuumed_after_a_thousand_dead_rows(
+    empty_database_url: str,
+) -> None:
+    """Each dequeue reads past the queue's dead rows until a vacuum removes them; the default
+    scale factor would wait for a fifth of the table, and throttle the vacuum."""
+    await migrations.upgrade(empty_database_url)
+    queue = await _storage_parameters(empty_database_url, "pgqueuer")
+    assert {"autovacuum_vacuum_threshold=1000", "autovacuum_vacuum_cost_delay=0"} <= queue
+
+    await migrations.downgrade(empty_database_url, "-1")
+    assert await _storage_parameters(empty_database_url, "pgqueuer") == set()
