@@ -402,6 +402,21 @@ async def test_queue_depth_and_age_are_sampled_into_metrics(
     assert metrics.JOB_OLDEST_AGE.labels("test.always_fail")._value.get() == 0
 
 
+async def test_dead_rows_in_the_queue_are_sampled_into_metrics(engine: AsyncEngine) -> None:
+    from conduit.platform.jobs.worker import sample_queue
+    from conduit.platform.observability import metrics
+
+    await queue_jobs(engine, "test.record_effect", [{"key": str(key)} for key in range(50)])
+    async with engine.begin() as connection:
+        await connection.execute(text("DELETE FROM pgqueuer"))
+        # Statistics are sent at most once a second; this transaction's are sent at its end.
+        await connection.execute(text("SELECT pg_stat_force_next_flush()"))
+
+    await sample_queue(engine, ["test.record_effect"])
+    # Below the thousand dead rows at which autovacuum takes the table.
+    assert metrics.JOB_QUEUE_DEAD_ROWS._value.get() >= 50
+
+
 async def test_the_server_runs_jobs_itself_and_their_spans_join_the_request_trace(
     engine: AsyncEngine,
     worker_database_url: str,

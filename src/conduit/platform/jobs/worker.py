@@ -222,7 +222,7 @@ class Worker:
 
 
 async def sample_queue(engine: AsyncEngine, job_names: list[str]) -> None:
-    """Set the queue depth and age gauges from the queue table."""
+    """Set the queue depth, age and dead-row gauges from the queue table."""
     async with engine.connect() as connection:
         depth = await connection.execute(
             text("SELECT entrypoint, status::text, count(*) FROM pgqueuer GROUP BY 1, 2")
@@ -233,8 +233,14 @@ async def sample_queue(engine: AsyncEngine, job_names: list[str]) -> None:
                 "WHERE status = 'queued' AND execute_after <= now() GROUP BY 1"
             )
         )
+        # From PostgreSQL's table statistics: a count that keeps growing means vacuums are not
+        # keeping up (autovacuum off, or an old transaction holding dead rows back).
+        dead_rows = await connection.scalar(
+            text("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'pgqueuer'::regclass")
+        )
         counted = {(row[0], row[1]): int(row[2]) for row in depth}
         oldest = {row[0]: float(row[1]) for row in ages}
+    metrics.JOB_QUEUE_DEAD_ROWS.set(dead_rows or 0)
     for name in {*job_names, *(name for name, _ in counted)}:
         for status in ("queued", "picked", "failed"):
             metrics.JOB_QUEUE_DEPTH.labels(name, status).set(counted.get((name, status), 0))

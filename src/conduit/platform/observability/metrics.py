@@ -114,6 +114,12 @@ JOB_OLDEST_AGE = Gauge(
     ["job"],
     multiprocess_mode="livemax",
 )
+JOB_QUEUE_DEAD_ROWS = Gauge(
+    "conduit_job_queue_dead_rows",
+    "Dead rows in the job queue's table that no vacuum has removed yet; every dequeue reads "
+    "past them.",
+    multiprocess_mode="livemax",
+)
 
 
 def record_request(method: str, handler: str, status: str, seconds: float) -> None:
