@@ -64,7 +64,31 @@ class TestLocalCopies:
 
     def test_a_copy_is_only_served_for_the_generations_it_was_built_on(self) -> None:
         copies = kept(LocalCopies(trusted=True))
-        assert copies.get("k", ("article:a",)) is None
+        assert copies.get("k", ("articles",)) is None
+        assert kept(copies).get("k", (*GENERATIONS, "article:b")) is None
+
+    def test_a_copy_built_on_more_generations_than_its_address_names_changes_with_all(
+        self,
+    ) -> None:
+        # A list page's address names the generations of its keys; its articles' come with them.
+        copies = kept(LocalCopies(trusted=True))
+        address = GENERATIONS[:1]
+        assert copies.get("k", address) is not None
+        copies.changed([GENERATIONS[1]])
+        assert copies.get("k", address) is None
+
+    def test_a_snapshot_in_two_parts_matches_nothing_when_the_counts_started_over_between(
+        self,
+    ) -> None:
+        copies = LocalCopies(trusted=True)
+        first = copies.snapshot(GENERATIONS[:1])
+        copies.forget_all()
+        both = first.extended(copies.snapshot(GENERATIONS[1:]))
+        copies.keep("k", GENERATIONS, both, b"{}", tag='"t"')
+        assert copies.get("k", GENERATIONS) is None
+        unbroken = copies.snapshot(GENERATIONS[:1]).extended(copies.snapshot(GENERATIONS[1:]))
+        copies.keep("k", GENERATIONS, unbroken, b"{}", tag='"t"')
+        assert copies.get("k", GENERATIONS) is not None
 
     def test_nothing_is_kept_or_served_while_untrusted(self) -> None:
         copies = kept(LocalCopies(trusted=False))

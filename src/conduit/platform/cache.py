@@ -15,9 +15,11 @@ cashews' lock and then read the fresh entry (no stampede on the database). Any c
 falls back to the database: a read never fails because of the cache.
 """
 
+import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, Final, Generic, TypeVar, cast
@@ -159,7 +161,7 @@ class Cache:
         if not self.enabled:
             return await load()
         try:
-            value, _ = await self._lookup(key, generations)
+            value, seen = await self._lookup(key, generations)
         except CacheUnavailable:
             CACHE_MISSES.labels(name).inc()
             return await load()
@@ -167,18 +169,132 @@ class Cache:
             CACHE_HITS.labels(name).inc()
             return cast(T, value)
         try:
-            return await self._rebuild(name, key, generations, load)
+            return await self._rebuild(name, key, generations, load, seen)
         except CacheUnavailable:
             CACHE_MISSES.labels(name).inc()
             return await load()
 
+    async def peek_many(self, addresses: Sequence[CacheAddress]) -> list[JsonValue] | None:
+        """The fresh values at all of `addresses` (one round trip), or None unless every one is
+        there to serve. Counts hits only when all are."""
+        if not self.enabled:
+            return None
+        try:
+            values, _ = await self._lookup_many(addresses)
+        except CacheUnavailable:
+            return None
+        if any(value is _MISSING for value in values):
+            return None
+        for address in addresses:
+            CACHE_HITS.labels(address.name).inc()
+        return values
+
+    async def get_many_or_load(
+        self,
+        addresses: Sequence[CacheAddress],
+        *,
+        load: Callable[[list[CacheAddress]], Awaitable[Mapping[str, T]]],
+    ) -> list[T | None]:
+        """The values at `addresses`, in order: the cached ones read in one round trip, the rest
+        from one call of `load(missing)`, which maps the keys it found to their values (a key it
+        leaves out is None, and stored for nobody).
+
+        Unlike `get_or_load`, concurrent misses of the same keys each load them: meant for many
+        small entries that one query loads together, where waiting on each key's lock would
+        cost more than the query.
+        """
+        if not self.enabled:
+            loaded = await load(list(addresses))
+            return [loaded.get(address.key) for address in addresses]
+        tokens: dict[str, str | None] | None
+        try:
+            values, tokens = await self._lookup_many(addresses)
+        except CacheUnavailable:
+            values, tokens = [_MISSING] * len(addresses), None
+        missing = [
+            address for address, value in zip(addresses, values, strict=True) if value is _MISSING
+        ]
+        for address, value in zip(addresses, values, strict=True):
+            (CACHE_MISSES if value is _MISSING else CACHE_HITS).labels(address.name).inc()
+        if not missing:
+            return cast(list[T | None], values)
+        loaded = await load(missing)
+        if tokens is not None:
+            # Not storing them only costs the next reader the same load.
+            with contextlib.suppress(CacheUnavailable):
+                await self._store_many(missing, loaded, tokens)
+        return [
+            loaded.get(address.key) if value is _MISSING else cast(T, value)
+            for address, value in zip(addresses, values, strict=True)
+        ]
+
+    async def _lookup_many(
+        self, addresses: Sequence[CacheAddress]
+    ) -> tuple[list[JsonValue], dict[str, str | None]]:
+        """Each address's fresh value or `_MISSING`, and the tokens of all their generations."""
+        generations = list(dict.fromkeys(g for address in addresses for g in address.generations))
+        keys = [
+            *(self._key(address.key) for address in addresses),
+            *(self._generation_key(g) for g in generations),
+        ]
+        found = await self._call(lambda: self._backend.get_many(*keys))
+        tokens = dict(zip(generations, found[len(addresses) :], strict=True))
+        values: list[JsonValue] = []
+        for address, entry in zip(addresses, found[: len(addresses)], strict=True):
+            current = [tokens[g] for g in address.generations]
+            if (
+                isinstance(entry, dict)
+                and None not in current
+                and entry.get("generations") == current
+            ):
+                values.append(entry.get("value"))
+            else:
+                values.append(_MISSING)
+        return values, tokens
+
+    async def _store_many(
+        self,
+        addresses: Sequence[CacheAddress],
+        loaded: Mapping[str, JsonValue],
+        read_before_load: Mapping[str, str | None],
+    ) -> None:
+        """Store what `load` found under the generations read before it (see
+        `_claim_generations`); an entry whose generation a write started meanwhile is left out."""
+        claimed: dict[str, str | None] = {}
+        entries: dict[str, JsonValue] = {}
+        for address in addresses:
+            value = loaded.get(address.key)
+            if value is None:
+                continue
+            tokens: list[str] = []
+            for generation in address.generations:
+                if generation not in claimed:
+                    started = await self._claim_generations(
+                        [generation], [read_before_load[generation]]
+                    )
+                    claimed[generation] = None if started is None else started[0]
+                token = claimed[generation]
+                if token is None:
+                    break
+                tokens.append(token)
+            else:
+                entries[self._key(address.key)] = {"generations": tokens, "value": value}
+        if entries:
+            await self._call(lambda: self._backend.set_many(entries, expire=self.ttl_seconds))
+
     async def _lookup(
-        self, key: str, generations: Sequence[str]
+        self, key: str, generations: Sequence[str], *, seen: list[str | None] | None = None
     ) -> tuple[JsonValue, list[str | None]]:
+        """The entry's value when it was built on the current generations (or on `seen`), else
+        `_MISSING`; and the current generations."""
         keys = [self._key(key), *(self._generation_key(g) for g in generations)]
         entry, *current = await self._call(lambda: self._backend.get_many(*keys))
-        if isinstance(entry, dict) and None not in current and entry.get("generations") == current:
-            return entry.get("value"), current
+        if isinstance(entry, dict):
+            built_on = entry.get("generations")
+            if None not in current and built_on == current:
+                return entry.get("value"), current
+            if seen is not None and None not in seen and built_on == seen:
+                return entry.get("value"), current
         return _MISSING, current
 
     async def _rebuild(
@@ -187,17 +303,31 @@ class Cache:
         key: str,
         generations: Sequence[str],
         load: Callable[[], Awaitable[T]],
+        seen: list[str | None],
     ) -> T:
+        """Load and store the entry, one caller at a time; `seen` are the generations the
+        caller found when it asked.
+
+        Whoever finds another caller rebuilding waits for its entry, not for its lock: taking
+        the lock in turn only to read the entry would queue every reader of a hot key behind
+        one another. The entry is as good as one loaded now if it was built on the generations
+        the caller found, even if a write has replaced them since: it was loaded after every
+        write the caller could have been told of. Insisting on the current ones would make each
+        waiter load again whenever a write came during the wait.
+        """
+        lock = self._key(f"lock:{key}")
+        holder = uuid.uuid4().hex
         outcome: _Outcome[T] | None = None
         try:
-            async with self._backend.lock(
-                self._key(f"lock:{key}"),
-                expire=REBUILD_LOCK_SECONDS,
-                wait=True,
-                check_interval=REBUILD_POLL_SECONDS,
-            ):
-                # Whoever held the lock before us may have stored a fresh entry meanwhile.
-                value, current = await self._lookup(key, generations)
+            while not await self._backend.set_lock(lock, holder, expire=REBUILD_LOCK_SECONDS):
+                await asyncio.sleep(REBUILD_POLL_SECONDS)
+                value, _ = await self._lookup(key, generations, seen=seen)
+                if value is not _MISSING:
+                    CACHE_HITS.labels(name).inc()
+                    return cast(T, value)
+            try:
+                # The caller before us may have stored the entry between our lookups.
+                value, current = await self._lookup(key, generations, seen=seen)
                 if value is not _MISSING:
                     CACHE_HITS.labels(name).inc()
                     return cast(T, value)
@@ -208,6 +338,8 @@ class Cache:
                     if built_on is not None:
                         entry = {"generations": built_on, "value": outcome.value}
                         await self.set(key, entry, ttl_seconds=self.ttl_seconds)
+            finally:
+                await self._backend.unlock(lock, holder)
         except _BACKEND_ERRORS as error:
             self.circuit.record_failure(error)
             if outcome is None:

@@ -26,9 +26,9 @@ the envelope cost more than everything else in a cached read.
 
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from asgi_correlation_id.context import correlation_id
 from starlette.datastructures import Headers, QueryParams
@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from conduit.platform.cache import Cache, CacheAddress
 from conduit.platform.errors import ConduitError, error_response
 from conduit.platform.etag import entity_tag, send_json_validated
+from conduit.platform.local_copies import Snapshot
 from conduit.platform.middleware import REQUEST_ID_HEADER, log_request, new_request_id
 from conduit.platform.observability import metrics
 from conduit.platform.observability.metrics import CACHE_HITS
@@ -46,25 +47,62 @@ from conduit.platform.rate_limit import Limiter
 from conduit.platform.schemas import ensure_storable_text
 from conduit.platform.settings import Settings
 
-# The address of a request's entry from its path match and its query (each name once), or None
+
+class ReadAddress(Protocol):
+    """Where a read's answer comes from: a cache address, or what a `Peeker` knows how to read.
+    Its key and generations are those of the local copy of the answer."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def generations(self) -> tuple[str, ...]: ...
+
+
+# The address of a request's answer from its path match and its query (each name once), or None
 # when the route must answer.
-Addresser = Callable[[re.Match[str], Mapping[str, str], Settings], CacheAddress | None]
+Addresser = Callable[[re.Match[str], Mapping[str, str], Settings], ReadAddress | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Peeked:
+    """What a read found in the cache, the generations it was built on (those of its address
+    first), and their change counts from before it was read."""
+
+    value: Any
+    generations: tuple[str, ...]
+    snapshot: Snapshot
+
+
+Peeker = Callable[[Cache, Any], Awaitable[Peeked | None]]
+
+
+async def peek_entry(cache: Cache, address: CacheAddress) -> Peeked | None:
+    """The fresh entry at `address`, or None: the answer of most reads."""
+    snapshot = cache.changes.copies.snapshot(address.generations)
+    entry = await cache.peek(address)
+    return None if entry is None else Peeked(entry, address.generations, snapshot)
 
 
 @dataclass(frozen=True, slots=True)
 class CachedRead:
-    """A route whose anonymous answer is a cache entry.
+    """A route whose anonymous answer is in the cache.
 
     `path` (after the prefix) must match exactly the paths the route serves and none that an
     earlier route takes; `route` is its template (after the prefix), as metrics name it;
-    `body` turns the entry into the response body without changing it (the in-process cache
-    shares its objects).
+    `body` turns what `peek` found into the response body without changing it (the in-process
+    cache shares its objects). `peek` reads the address's entry; a read assembled from several
+    entries brings its own, which must find all of them or None.
     """
 
     path: re.Pattern[str]
     route: str
     address: Addresser
     body: Callable[[Any], Any]
+    peek: Peeker = peek_entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +154,13 @@ class AnonymousCachedReads:
                 send = _recording_headers(send, copy.sent_headers, scope["scheme"])
             answer = _Answer(read, copy.body, copy.tag)
         else:
-            snapshot = copies.snapshot(address.generations)
-            entry = await cache.peek(address)
-            if entry is None:
+            peeked = await read.peek(cache, address) if cache.enabled else None
+            if peeked is None:
                 await self.app(scope, receive, send)
                 return
-            body = bytes(JSONResponse(read.body(entry)).body)
+            body = bytes(JSONResponse(read.body(peeked.value)).body)
             answer = _Answer(read, body, entity_tag(body))
-            copies.keep(address.key, address.generations, snapshot, body, answer.tag)
+            copies.keep(address.key, peeked.generations, peeked.snapshot, body, answer.tag)
         scope[_ANSWER] = answer
         await self._answer_in_envelope(scope, receive, send)
 
@@ -175,7 +212,7 @@ class AnonymousCachedReads:
             log_request(scope, status, seconds, route=route)
             correlation_id.reset(token)
 
-    def _find(self, scope: Scope) -> tuple[CachedRead, CacheAddress] | None:
+    def _find(self, scope: Scope) -> tuple[CachedRead, ReadAddress] | None:
         path: str = scope["path"]
         if not path.startswith(self.prefix):
             return None

@@ -45,6 +45,12 @@ class Snapshot:
     epoch: int
     counts: tuple[int, ...]
 
+    def extended(self, later: "Snapshot") -> "Snapshot":
+        """This snapshot and a later one of other generations, as one snapshot of both: it
+        matches nothing when the counts started over in between."""
+        epoch = self.epoch if later.epoch == self.epoch else -1
+        return Snapshot(epoch, self.counts + later.counts)
+
 
 @dataclass(frozen=True, slots=True)
 class LocalCopy:
@@ -78,13 +84,15 @@ class LocalCopies:
         return Snapshot(self._epoch, tuple(self._changes.get(g, 0) for g in generations))
 
     def get(self, key: str, generations: tuple[str, ...]) -> LocalCopy | None:
+        """The copy kept for `key`, if it was built on `generations` (and perhaps on more, which
+        the entry named: the articles of a list page) and none of them has changed since."""
         copy = self._copies.get(key)
         if copy is None:
             return None
         if (
             not self._trusted
-            or copy.generations != generations
-            or copy.snapshot != self.snapshot(generations)
+            or copy.generations[: len(generations)] != generations
+            or copy.snapshot != self.snapshot(copy.generations)
             or copy.expires_at <= time.monotonic()
         ):
             self._discard(key)
