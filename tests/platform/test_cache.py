@@ -9,10 +9,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from conduit.articles import service as articles_service
 from conduit.platform.cache import Cache, CacheAddress
 from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
 from conduit.platform.settings import Settings
-from tests.articles.test_queries import recorded_statements
+from tests.articles.test_queries import queries, recorded_statements
 from tests.helpers import (
     Account,
     auth,
@@ -21,6 +22,7 @@ from tests.helpers import (
     get_tags,
     list_articles,
     register,
+    slugs_of,
 )
 from tests.platform.backends import BACKENDS, UNREACHABLE_REDIS_URL, on_backend, on_redis
 
@@ -195,6 +197,50 @@ class TestInvalidation:
         assert (article["favoritesCount"], article["favorited"]) == (0, False)
         assert (await list_articles(client, favorited=fan.username))["articlesCount"] == 0
 
+    async def test_a_favorite_reloads_only_the_favorited_articles_summary(
+        self, client: httpx.AsyncClient, engine: Any
+    ) -> None:
+        author, fan = await register(client), await register(client)
+        slugs = [(await create_article(client, author))["slug"] for _ in range(3)]
+        await list_articles(client)
+        response = await client.post(f"/articles/{slugs[1]}/favorite", headers=fan.headers)
+        assert response.status_code == 200, response.text
+
+        with recorded_statements(engine) as statements:
+            listing = await list_articles(client)
+
+        counts = {article["slug"]: article["favoritesCount"] for article in listing["articles"]}
+        assert counts == {slugs[0]: 0, slugs[1]: 1, slugs[2]: 0}
+        # The summary of the one article and its tags; the list's keys and count stay cached.
+        summary, tags = queries(statements)
+        assert "article.slug IN" in summary
+        assert "FROM article_tag JOIN tag" in tags
+
+    async def test_front_pages_cut_from_shared_blocks_match_the_list_and_its_cursors(
+        self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(articles_service, "LIST_BLOCK", 4)
+        monkeypatch.setattr(articles_service, "NEWEST_LISTED", 8)
+        author = await register(client)
+        for _ in range(10):
+            await create_article(client, author)
+        # Longer than a block: a page of its own.
+        everything = slugs_of(await list_articles(client, limit=10))
+        assert len(everything) == 10
+        # Within a block, ending with one, across two, and past the blocks' depth.
+        for offset, limit in ((0, 2), (2, 2), (4, 4), (3, 2), (6, 3), (8, 2), (9, 3), (12, 2)):
+            first = await list_articles(client, limit=limit, offset=offset)
+            again = await list_articles(client, limit=limit, offset=offset)
+            assert again == first
+            assert slugs_of(first) == everything[offset : offset + limit]
+            assert first["articlesCount"] == 10
+            following = everything[offset + limit : offset + 2 * limit]
+            if following:
+                after = await list_articles(client, limit=limit, cursor=first["nextCursor"])
+                assert slugs_of(after) == following
+            else:
+                assert first["nextCursor"] is None
+
     async def test_following_shows_only_for_the_follower(self, client: httpx.AsyncClient) -> None:
         author, fan, other = await register(client), await register(client), await register(client)
         slug = (await create_article(client, author))["slug"]
@@ -315,6 +361,69 @@ class TestCacheMechanics:
             CacheAddress("test", "race", ("race",)), load=load_racing_a_write
         )
         assert (first, second) == ("old", "new")
+
+    async def test_readers_waiting_on_a_rebuild_take_its_entry_though_a_write_came_meanwhile(
+        self, cache: Cache
+    ) -> None:
+        address = CacheAddress("test", "busy", ("busy",))
+        await cache.invalidate("busy")
+        loading, finish = asyncio.Event(), asyncio.Event()
+        loads: list[str] = []
+
+        async def load(value: str) -> str:
+            loads.append(value)
+            if value == "first":
+                loading.set()
+                await finish.wait()
+            return value
+
+        first = asyncio.create_task(cache.get_or_load(address, load=lambda: load("first")))
+        await loading.wait()
+        # Asks while the first rebuild runs, then waits for it.
+        waiting = asyncio.create_task(cache.get_or_load(address, load=lambda: load("second")))
+        await asyncio.sleep(0.1)
+        await cache.invalidate("busy")
+        finish.set()
+        assert (await first, await waiting) == ("first", "first")
+        # Whoever asks after the write does not get what was loaded before it.
+        assert await cache.get_or_load(address, load=lambda: load("third")) == "third"
+        assert loads == ["first", "third"]
+
+    async def test_many_entries_load_together_what_is_missing_or_stale(self, cache: Cache) -> None:
+        addresses = [CacheAddress("test", f"many:{name}", (f"many:{name}",)) for name in "abc"]
+        loads: list[list[str]] = []
+
+        async def load(missing: list[CacheAddress]) -> dict[str, str]:
+            loads.append([address.key for address in missing])
+            # "b" does not exist: left out, so None, and never stored.
+            return {
+                address.key: address.key.upper() for address in missing if "b" not in address.key
+            }
+
+        expected = ["MANY:A", None, "MANY:C"]
+        assert await cache.get_many_or_load(addresses, load=load) == expected
+        assert await cache.peek_many(addresses) is None
+        assert await cache.peek_many([addresses[0], addresses[2]]) == ["MANY:A", "MANY:C"]
+        await cache.invalidate("many:c")
+        assert await cache.get_many_or_load(addresses, load=load) == expected
+        assert loads == [["many:a", "many:b", "many:c"], ["many:b", "many:c"]]
+
+    async def test_many_entries_loaded_before_a_commit_are_never_served_after_it(
+        self, cache: Cache
+    ) -> None:
+        address = CacheAddress("test", "many:race", ("many:race",))
+        await cache.invalidate("many:race")
+        versions = iter(["old", "new"])
+
+        async def load_racing_a_write(missing: list[CacheAddress]) -> dict[str, str]:
+            value = next(versions)
+            if value == "old":
+                await cache.invalidate("many:race")
+            return {address.key: value}
+
+        first = await cache.get_many_or_load([address], load=load_racing_a_write)
+        second = await cache.get_many_or_load([address], load=load_racing_a_write)
+        assert (first, second) == (["old"], ["new"])
 
     async def test_a_loader_error_propagates_and_nothing_is_stored(self, cache: Cache) -> None:
         calls = 0

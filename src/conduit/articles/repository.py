@@ -1,5 +1,7 @@
-"""Article queries. A page of articles costs a fixed number of statements: one count, one page
-(author joined, the caller's favorite flag outer-joined), and one for the tags of the page.
+"""Article queries. A page of a list or of the feed is its articles' keys (`KeyPage`): one count
+and one statement for the page. What it shows of each article comes from the article's cached
+summary, those missing loaded together by `summaries_by_slug`: one statement, author joined,
+and one for their tags.
 
 Pages are read one row past their end, so that whether another page follows (and where it
 starts: `next_position`) costs nothing extra.
@@ -8,7 +10,8 @@ starts: `next_position`) costs nothing extra.
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -37,6 +40,8 @@ from conduit.articles.cursors import Position
 from conduit.articles.models import Article, ArticleTag, ArticleTally, Favorite, Tag
 from conduit.feed import repository as feed_repository
 
+R = TypeVar("R")
+
 
 @dataclass(frozen=True, slots=True)
 class ArticleRow:
@@ -45,10 +50,21 @@ class ArticleRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    rows: list[ArticleRow]
+class ArticleKey:
+    """What a list holds of an article: enough to find its summary and to start a page after
+    it."""
+
+    id: int
+    author_id: int
+    slug: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    keys: list[ArticleKey]
     total: int
-    # The last row's position when more rows follow it, else None.
+    # The last key's position when more articles follow it, else None.
     next_position: Position | None
 
 
@@ -112,27 +128,9 @@ def _viewer_parameters(viewer_id: int | None) -> dict[str, Any]:
 
 
 @functools.cache
-def _summaries_seen_by(*, viewer: bool) -> Select[Article, bool]:
-    """Article summaries with authors and tags, and the favorite flag of `:viewer_id` when
-    `viewer`."""
-    base = _summaries_with_author_and_tags(select(Article))
-    return _with_favorited(base, viewer=viewer)
-
-
-@functools.cache
 def _article_by_slug(*, viewer: bool) -> Select[Article, bool]:
     statement = _with_author_and_tags(select(Article)).where(Article.slug == _SLUG)
     return _with_favorited(statement, viewer=viewer)
-
-
-@functools.cache
-def _feed_page(*, after: bool) -> Select[Article, bool]:
-    keys = feed_repository.page_keys(after=after)
-    return (
-        _summaries_seen_by(viewer=True)
-        .join(keys, keys.c.id == Article.id)
-        .order_by(Article.created_at.desc(), Article.id.desc())
-    )
 
 
 def tagged_with(tag: str) -> ColumnElement[bool]:
@@ -147,29 +145,51 @@ def _position_of(article: Article) -> Position:
     return Position(created_at=article.created_at, article_id=article.id)
 
 
-def _cut(
-    rows: list[ArticleRow], positions: list[Position], limit: int
-) -> tuple[list[ArticleRow], Position | None]:
+def _cut(rows: list[R], positions: list[Position], limit: int) -> tuple[list[R], Position | None]:
     """The page of `limit` rows out of the `limit + 1` read, and where the next one starts."""
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], positions[limit - 1]
 
 
-async def _newest_first_page(
+_KEY_COLUMNS = (Article.id, Article.author_id, Article.slug, Article.created_at)
+
+
+def _keys_of(page_keys: Any) -> Select[int, int, str, datetime]:
+    """The keys of the articles `page_keys` names, newest first."""
+    return (
+        select(*_KEY_COLUMNS)
+        .join(page_keys, page_keys.c.id == Article.id)
+        .order_by(Article.created_at.desc(), Article.id.desc())
+    )
+
+
+async def _newest_first_keys(
     session: AsyncSession,
-    statement: Select[Article, bool],
+    statement: Select[int, int, str, datetime],
     limit: int,
     total: int,
     parameters: dict[str, Any] | None = None,
-) -> Page:
-    """Run a newest-first page statement that reads `limit + 1` rows, and cut the page."""
-    rows = [
-        ArticleRow(article, bool(favorited))
-        for article, favorited in await session.execute(statement, parameters)
-    ]
-    page, next_position = _cut(rows, [_position_of(row.article) for row in rows], limit)
-    return Page(page, total, next_position)
+) -> KeyPage:
+    """Run a newest-first key statement that reads `limit + 1` rows, and cut the page."""
+    keys = [ArticleKey(*row) for row in await session.execute(statement, parameters)]
+    page, next_position = _cut(keys, [Position(key.created_at, key.id) for key in keys], limit)
+    return KeyPage(page, total, next_position)
+
+
+_SLUGS = bindparam("slugs", type_=String, expanding=True)
+
+
+@functools.cache
+def _summaries_by_slug() -> Select[Article]:
+    return _summaries_with_author_and_tags(select(Article)).where(Article.slug.in_(_SLUGS))
+
+
+async def summaries_by_slug(session: AsyncSession, slugs: Sequence[str]) -> list[Article]:
+    """The articles with these slugs, with authors and tags and without bodies, in no order."""
+    if not slugs:
+        return []
+    return list((await session.scalars(_summaries_by_slug(), {"slugs": list(slugs)})).unique())
 
 
 async def count(session: AsyncSession, conditions: Sequence[ColumnElement[bool]]) -> int:
@@ -190,11 +210,10 @@ async def get_page(
     session: AsyncSession,
     *,
     conditions: Sequence[ColumnElement[bool]],
-    viewer_id: int | None,
     limit: int,
     offset: int = 0,
     after: Position | None = None,
-) -> Page:
+) -> KeyPage:
     """Newest first, after `after` when given; `total` counts every matching article.
 
     The page's ids are found first, on the article table alone: skipped rows are index entries
@@ -210,23 +229,17 @@ async def get_page(
         .offset(offset)
         .subquery("page_keys")
     )
-    statement = (
-        _summaries_seen_by(viewer=viewer_id is not None)
-        .join(page_keys, page_keys.c.id == Article.id)
-        .order_by(Article.created_at.desc(), Article.id.desc())
-    )
-    return await _newest_first_page(session, statement, limit, total, _viewer_parameters(viewer_id))
+    return await _newest_first_keys(session, _keys_of(page_keys), limit, total)
 
 
 async def get_tag_page(
     session: AsyncSession,
     *,
     tag: str,
-    viewer_id: int | None,
     limit: int,
     offset: int = 0,
     after: Position | None = None,
-) -> Page:
+) -> KeyPage:
     """The articles carrying `tag`, newest first: a range of the tag's index entries, however
     many articles the tag is on."""
     keys = select(
@@ -248,13 +261,8 @@ async def get_tag_page(
         .offset(offset)
         .subquery("page_keys")
     )
-    statement = (
-        _summaries_seen_by(viewer=viewer_id is not None)
-        .join(page_keys, page_keys.c.id == Article.id)
-        .order_by(Article.created_at.desc(), Article.id.desc())
-    )
     total = await count_tagged(session, tag)
-    return await _newest_first_page(session, statement, limit, total, _viewer_parameters(viewer_id))
+    return await _newest_first_keys(session, _keys_of(page_keys), limit, total)
 
 
 async def search_page(
@@ -262,11 +270,10 @@ async def search_page(
     *,
     search: Search,
     conditions: Sequence[ColumnElement[bool]],
-    viewer_id: int | None,
     limit: int,
     offset: int = 0,
     after: Position | None = None,
-) -> Page:
+) -> KeyPage:
     """Matches of `search` (and `conditions`), best ranked first, then newest first.
 
     One statement finds the candidates (the newest `max_results` matches: an index range scan
@@ -303,23 +310,25 @@ async def search_page(
     order = (ranked.c.rank.desc(), ranked.c.created_at.desc(), ranked.c.id.desc())
     page_keys = keys.order_by(*order).limit(limit + 1).offset(offset).subquery("page_keys")
     statement = (
-        _summaries_seen_by(viewer=viewer_id is not None)
-        .add_columns(page_keys.c.rank, page_keys.c.total)
+        select(*_KEY_COLUMNS, page_keys.c.rank, page_keys.c.total)
         .join(page_keys, page_keys.c.id == Article.id)
         .order_by(page_keys.c.rank.desc(), page_keys.c.created_at.desc(), page_keys.c.id.desc())
     )
-    result: list[Any] = list(await session.execute(statement, _viewer_parameters(viewer_id)))
-    rows = [ArticleRow(article, bool(favorited)) for article, favorited, _, _ in result]
-    positions = [
-        Position(created_at=row[0].created_at, article_id=row[0].id, rank=row[2]) for row in result
-    ]
+    result = list(await session.execute(statement))
+    found = [ArticleKey(*row[:4]) for row in result]
+    positions = [Position(created_at=row[3], article_id=row[0], rank=row[4]) for row in result]
     if result:
-        total = int(result[0][3])
+        total = int(result[0][5])
     else:
         # Past the last page: the statement returned no row to carry the count.
         total = await session.scalar(select(func.count()).select_from(candidates)) or 0
-    page, next_position = _cut(rows, positions, limit)
-    return Page(page, total, next_position)
+    page, next_position = _cut(found, positions, limit)
+    return KeyPage(page, total, next_position)
+
+
+@functools.cache
+def _feed_keys(*, after: bool) -> Select[int, int, str, datetime]:
+    return _keys_of(feed_repository.page_keys(after=after))
 
 
 async def get_feed_page(
@@ -329,7 +338,7 @@ async def get_feed_page(
     limit: int,
     offset: int = 0,
     after: Position | None = None,
-) -> Page:
+) -> KeyPage:
     """A page of the viewer's feed (see `conduit.feed`), newest first, and its total."""
     total = await feed_repository.count(session, viewer_id)
     parameters = feed_repository.page_parameters(
@@ -338,10 +347,8 @@ async def get_feed_page(
         offset=offset,
         after=None if after is None else (after.created_at, after.article_id),
     )
-    statement = _feed_page(after=after is not None)
-    return await _newest_first_page(
-        session, statement, limit, total, {**parameters, "viewer_id": viewer_id}
-    )
+    statement = _feed_keys(after=after is not None)
+    return await _newest_first_keys(session, statement, limit, total, parameters)
 
 
 async def get_by_slug(

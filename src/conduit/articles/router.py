@@ -15,7 +15,7 @@ from conduit.articles.schemas import (
     UpdateArticleEnvelope,
 )
 from conduit.articles.service import PageRequest, SearchOptions
-from conduit.platform.cache import CacheAddress, CacheDep
+from conduit.platform.cache import CacheDep
 from conduit.platform.cached_reads import CachedRead, bounded_int, by_path_text, storable_text
 from conduit.platform.db.session import AutoCommitRoute, SessionDep
 from conduit.platform.errors import ValidationFailed
@@ -75,17 +75,25 @@ Limit = Annotated[
 ]
 
 
-@router.get("/articles/feed", tags=["Articles"], summary="Recent articles from users you follow")
+@router.get(
+    "/articles/feed",
+    tags=["Articles"],
+    summary="Recent articles from users you follow",
+    response_model=ArticleList,
+    response_class=JSONResponse,
+)
 async def feed(
     request: Request,
     session: SessionDep,
+    cache: CacheDep,
     viewer: CurrentUser,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
     cursor: Cursor = None,
-) -> ArticleList:
+) -> JSONResponse:
     page = _page_request(request, limit, offset, cursor)
-    return await service.feed(session, viewer=viewer, request=page)
+    # Already in wire format, as the list's.
+    return JSONResponse(await service.feed(session, cache, viewer=viewer, request=page))
 
 
 @router.get(
@@ -209,7 +217,7 @@ _LIST_PARAMETERS = frozenset({*_LIST_FILTERS, "limit", "offset"})
 
 def _list_address(
     _: re.Match[str], query: Mapping[str, str], settings: Settings
-) -> CacheAddress | None:
+) -> service.ListingAddress | None:
     if not query.keys() <= _LIST_PARAMETERS:
         return None
     if not all(storable_text(query[name]) for name in _LIST_FILTERS if name in query):
@@ -223,11 +231,11 @@ def _list_address(
     filters = service.ArticleFilters(
         tag=query.get("tag"), author=query.get("author"), favorited=query.get("favorited")
     )
-    return service.list_entry(filters, PageRequest(limit=limit, offset=offset))
+    return service.listing_address(filters, PageRequest(limit=limit, offset=offset))
 
 
-def _listing_body(entry: dict[str, Any]) -> Any:
-    return entry["listing"]
+def _listing_body(listing: dict[str, Any]) -> Any:
+    return listing
 
 
 def _article_body(entry: dict[str, Any]) -> Any:
@@ -239,7 +247,9 @@ def _tags_body(names: list[str]) -> Any:
 
 
 CACHED_READS = (
-    CachedRead(re.compile(r"/articles"), "/articles", _list_address, _listing_body),
+    CachedRead(
+        re.compile(r"/articles"), "/articles", _list_address, _listing_body, service.peek_listing
+    ),
     # /articles/feed is a route of its own, for callers with a token.
     CachedRead(
         re.compile(r"/articles/(?!feed$)(?P<slug>[^/]+)"),

@@ -3,11 +3,20 @@
 Article reads, anonymous or not, go through the cache (`platform.cache`): an entry holds what
 every caller sees, with `favorited` and `following` false, and the caller's own flags are
 read per request. Writes invalidate the generations their change touches after commit.
+
+A page of a list is two kinds of entries: the keys of its articles, in order, and each
+article's summary. Which articles a list holds changes when one is published, edited or
+deleted; what it shows of them changes far more often (every favorite moves a count), and
+then only that article's summary is stale, not every list it is on. The unfiltered list's
+front pages, where most readers go, are cut from blocks of keys shared by several pages, so
+that a publication costs one query per block instead of one per page.
 """
 
 import hashlib
 import json
 from dataclasses import dataclass, fields
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, func
@@ -15,16 +24,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.articles import cursors, repository, slugs
+from conduit.articles.cursors import Position
 from conduit.articles.models import Article
-from conduit.articles.repository import ArticleRow, Page
+from conduit.articles.repository import ArticleRow, KeyPage
 from conduit.articles.schemas import (
-    ArticleList,
     ArticleRead,
     ArticleSummary,
     NewArticle,
     UpdateArticle,
 )
 from conduit.platform.cache import Cache, CacheAddress, invalidate_after_commit
+from conduit.platform.cached_reads import Peeked, peek_entry
 from conduit.platform.errors import Forbidden, NotFound, ValidationFailed
 from conduit.platform.jobs.queue import publish
 from conduit.profiles import service as profiles_service
@@ -33,11 +43,18 @@ from conduit.users.models import User
 
 SLUG_ATTEMPTS = 5
 
-# Cache generations: every article list, and the tags in use.
+# Cache generations: which articles every list holds (not what it shows of them: see each
+# article's own), which ones users have favorited, and the tags in use.
 ARTICLE_LISTS = "articles"
+FAVORITES = "favorites"
 TAGS = "tags"
 # Part of a cached list's key: a new layout of the entry must not read entries of the old one.
-LIST_ENTRY_FORMAT = 2
+LIST_ENTRY_FORMAT = 3
+# The unfiltered list's pages among its newest NEWEST_LISTED articles are cut from blocks of
+# LIST_BLOCK keys (when a page lies within one). Deeper pages, the pages across two blocks and
+# every filtered list's pages have entries of their own.
+LIST_BLOCK = 100
+NEWEST_LISTED = 1000
 
 
 def article_generation(slug: str) -> str:
@@ -93,23 +110,65 @@ def article_entry(slug: str) -> CacheAddress:
     )
 
 
+def summary_entry(slug: str) -> CacheAddress:
+    """An article as lists show it (no body), as anyone but its readers' own flags see it."""
+    return CacheAddress(
+        "article_summary", f"summary:{slug}", (article_generation(slug), profiles_service.AUTHORS)
+    )
+
+
+def _block_entry(index: int) -> CacheAddress:
+    """Keys `index * LIST_BLOCK` onwards of the unfiltered list."""
+    return CacheAddress(
+        "articles_block", f"articles:{LIST_ENTRY_FORMAT}:block:{index}", (ARTICLE_LISTS,)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListingAddress:
+    """Where a page of a list comes from. `keys` is the entry holding its articles' keys: the
+    page's own, or, when `sliced`, a block of which the page takes `limit` from `start`. `key`
+    and `generations` are the page's own (the address of its local copies)."""
+
+    name: str
+    key: str
+    generations: tuple[str, ...]
+    keys: CacheAddress
+    sliced: bool
+    start: int
+    limit: int
+
+
 # Every field of both, read one by one: `asdict` deep-copies, which was most of the cost of
 # finding a cached list page before routing.
 _FILTER_FIELDS = tuple(field.name for field in fields(ArticleFilters))
 _PAGE_FIELDS = tuple(field.name for field in fields(PageRequest))
+_UNFILTERED = ArticleFilters()
 
 
-def list_entry(filters: ArticleFilters, request: PageRequest) -> CacheAddress:
-    """The cached page of a list: its ids, and the listing as an anonymous caller sees it."""
+def listing_address(filters: ArticleFilters, request: PageRequest) -> ListingAddress:
+    """Where the page `request` of the list `filters` comes from."""
     described = {name: getattr(filters, name) for name in _FILTER_FIELDS}
     described.update((name, getattr(request, name)) for name in _PAGE_FIELDS)
     query = json.dumps(described, sort_keys=True)
-    digest = hashlib.sha256(query.encode()).hexdigest()[:32]
-    return CacheAddress(
-        "articles",
-        f"articles:{LIST_ENTRY_FORMAT}:{digest}",
-        (ARTICLE_LISTS, profiles_service.AUTHORS),
-    )
+    key = f"articles:{LIST_ENTRY_FORMAT}:{hashlib.sha256(query.encode()).hexdigest()[:32]}"
+    block, start = divmod(request.offset, LIST_BLOCK)
+    if (
+        filters == _UNFILTERED
+        and request.cursor is None
+        and request.offset + request.limit <= NEWEST_LISTED
+        and start + request.limit <= LIST_BLOCK
+    ):
+        keys = _block_entry(block)
+        return ListingAddress("articles", key, keys.generations, keys, True, start, request.limit)
+    generations: tuple[str, ...] = (ARTICLE_LISTS,)
+    if filters.author is not None or filters.favorited is not None:
+        # Who a name belongs to changes with the profile's generations.
+        generations += (profiles_service.AUTHORS,)
+    if filters.favorited is not None:
+        generations += (FAVORITES,)
+    own = CacheAddress("articles", key, generations)
+    return ListingAddress("articles", key, generations, own, False, 0, request.limit)
 
 
 def _summary_fields(row: ArticleRow, *, following: bool) -> dict[str, object]:
@@ -125,22 +184,6 @@ def _summary_fields(row: ArticleRow, *, following: bool) -> dict[str, object]:
         "favorites_count": article.favorites_count,
         "author": profiles_service.to_profile(article.author, following=following),
     }
-
-
-async def _summaries(session: AsyncSession, page: Page, viewer: User | None) -> ArticleList:
-    followed = await profiles_service.followed_among(
-        session, follower=viewer, candidates={row.article.author_id for row in page.rows}
-    )
-    return ArticleList(
-        articles=[
-            ArticleSummary.model_validate(
-                _summary_fields(row, following=row.article.author_id in followed)
-            )
-            for row in page.rows
-        ],
-        articles_count=page.total,
-        next_cursor=None if page.next_position is None else cursors.encode(page.next_position),
-    )
 
 
 async def to_read(session: AsyncSession, row: ArticleRow, viewer: User | None) -> ArticleRead:
@@ -176,23 +219,20 @@ async def _page(
     session: AsyncSession,
     *,
     filters: ArticleFilters,
-    viewer: User | None,
     request: PageRequest,
     search: SearchOptions,
-) -> Page:
+) -> KeyPage:
     after = None
     if request.cursor is not None:
         after = cursors.decode(request.cursor, ranked=filters.q is not None)
     conditions = await _conditions(session, filters)
     if conditions is None:
-        return Page(rows=[], total=0, next_position=None)
-    viewer_id = viewer.id if viewer else None
+        return KeyPage(keys=[], total=0, next_position=None)
     if filters.q is not None:
         return await repository.search_page(
             session,
             search=repository.Search(filters.q, search.language, search.max_results),
             conditions=conditions,
-            viewer_id=viewer_id,
             limit=request.limit,
             offset=request.offset,
             after=after,
@@ -202,7 +242,6 @@ async def _page(
         return await repository.get_tag_page(
             session,
             tag=filters.tag,
-            viewer_id=viewer_id,
             limit=request.limit,
             offset=request.offset,
             after=after,
@@ -210,21 +249,24 @@ async def _page(
     return await repository.get_page(
         session,
         conditions=conditions,
-        viewer_id=viewer_id,
         limit=request.limit,
         offset=request.offset,
         after=after,
     )
 
 
-async def feed(session: AsyncSession, *, viewer: User, request: PageRequest) -> ArticleList:
+async def feed(
+    session: AsyncSession, cache: Cache, *, viewer: User, request: PageRequest
+) -> dict[str, Any]:
     """Articles by the authors the viewer follows, newest first, from the feed read model: it
-    follows follows, unfollows and publications once the worker has handled them."""
+    follows follows, unfollows and publications once the worker has handled them. In wire
+    format, as `list_cached`; only the summaries come from the cache."""
     after = None if request.cursor is None else cursors.decode(request.cursor, ranked=False)
     page = await repository.get_feed_page(
         session, viewer_id=viewer.id, limit=request.limit, offset=request.offset, after=after
     )
-    return await _summaries(session, page, viewer)
+    keys = [_key_entry(key) for key in page.keys]
+    return await _listing(session, cache, keys, page.total, _cursor_after(page), viewer)
 
 
 async def get(session: AsyncSession, slug: str, *, viewer: User | None) -> ArticleRow:
@@ -320,7 +362,7 @@ async def _publish(session: AsyncSession, event_type: str, article: Article, **e
 
 async def favorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
     if await repository.add_favorite(session, user_id=user.id, article_id=row.article.id):
-        invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS)
+        invalidate_after_commit(session, article_generation(row.article.slug), FAVORITES)
         await _publish(session, "article.favorited", row.article, user_id=user.id)
     await session.refresh(row.article, ["favorites_count"])
     return ArticleRow(row.article, favorited=True)
@@ -328,7 +370,7 @@ async def favorite(session: AsyncSession, *, row: ArticleRow, user: User) -> Art
 
 async def unfavorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
     if await repository.remove_favorite(session, user_id=user.id, article_id=row.article.id):
-        invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS)
+        invalidate_after_commit(session, article_generation(row.article.slug), FAVORITES)
         await _publish(session, "article.unfavorited", row.article, user_id=user.id)
     await session.refresh(row.article, ["favorites_count"])
     return ArticleRow(row.article, favorited=False)
@@ -394,31 +436,108 @@ async def list_cached(
     request: PageRequest,
     search: SearchOptions,
 ) -> dict[str, Any]:
-    """A page of articles as `viewer` sees it; the page itself is shared by every caller.
+    """A page of articles as `viewer` sees it, in wire format (an `ArticleList`, dumped): a
+    cache hit has nothing to validate, since each part was a model when it was stored."""
+    address = listing_address(filters, request)
 
-    The result is the response body in wire format (an `ArticleList`, dumped), since a cache
-    hit has nothing to validate: it was a model when it was stored.
-    """
+    async def load_keys() -> dict[str, Any]:
+        if address.sliced:
+            offset = request.offset - address.start
+            page = await repository.get_page(
+                session, conditions=[], limit=LIST_BLOCK, offset=offset
+            )
+        else:
+            page = await _page(session, filters=filters, request=request, search=search)
+        keys = [_key_entry(key) for key in page.keys]
+        return {"keys": keys, "total": page.total, "nextCursor": _cursor_after(page)}
 
-    async def load() -> dict[str, Any]:
-        page = await _page(session, filters=filters, viewer=None, request=request, search=search)
-        listing = await _summaries(session, page, None)
-        return {
-            "ids": [[row.article.id, row.article.author_id] for row in page.rows],
-            "listing": listing.model_dump(mode="json"),
-        }
+    keys, total, next_cursor = _cut(await cache.get_or_load(address.keys, load=load_keys), address)
+    return await _listing(session, cache, keys, total, next_cursor, viewer)
 
-    entry = await cache.get_or_load(list_entry(filters, request), load=load)
-    listing: dict[str, Any] = entry["listing"]
-    ids: list[list[int]] = entry["ids"]
-    if viewer is None or not ids:
-        return listing
-    favorited = await repository.favorited_among(session, viewer.id, [id_ for id_, _ in ids])
-    followed = await profiles_service.followed_among(
-        session, follower=viewer, candidates={author_id for _, author_id in ids}
+
+async def _listing(
+    session: AsyncSession,
+    cache: Cache,
+    keys: list["KeyEntry"],
+    total: int,
+    next_cursor: str | None,
+    viewer: User | None,
+) -> dict[str, Any]:
+    """The page of these articles as `viewer` sees it, from their summaries."""
+    addresses = [summary_entry(slug) for _, _, slug, _ in keys]
+    summaries = await cache.get_many_or_load(addresses, load=partial(_load_summaries, session))
+    # An article deleted since its list's keys were read has no summary: it is left out.
+    listed = [(key, summary) for key, summary in zip(keys, summaries, strict=True) if summary]
+    articles = [summary for _, summary in listed]
+    if viewer is not None and listed:
+        ids = [key[0] for key, _ in listed]
+        favorited = await repository.favorited_among(session, viewer.id, ids)
+        followed = await profiles_service.followed_among(
+            session, follower=viewer, candidates={key[1] for key, _ in listed}
+        )
+        articles = [
+            _as_seen_by(summary, favorited=key[0] in favorited, following=key[1] in followed)
+            for key, summary in listed
+        ]
+    return {"articles": articles, "articlesCount": total, "nextCursor": next_cursor}
+
+
+def _cursor_after(page: KeyPage) -> str | None:
+    return None if page.next_position is None else cursors.encode(page.next_position)
+
+
+async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
+    """A page of a list as an anonymous caller sees it, when the cache holds all of it."""
+    keys_entry = await peek_entry(cache, address.keys)
+    if keys_entry is None:
+        return None
+    keys, total, next_cursor = _cut(keys_entry.value, address)
+    addresses = [summary_entry(slug) for _, _, slug, _ in keys]
+    generations = tuple(dict.fromkeys(g for entry in addresses for g in entry.generations))
+    snapshot = cache.changes.copies.snapshot(generations)
+    summaries = await cache.peek_many(addresses)
+    if summaries is None:
+        return None
+    listing = {"articles": summaries, "articlesCount": total, "nextCursor": next_cursor}
+    return Peeked(
+        listing, keys_entry.generations + generations, keys_entry.snapshot.extended(snapshot)
     )
-    articles = [
-        _as_seen_by(article, favorited=id_ in favorited, following=author_id in followed)
-        for article, (id_, author_id) in zip(listing["articles"], ids, strict=True)
-    ]
-    return {**listing, "articles": articles}
+
+
+# A key entry is `[id, author id, slug, created at]`.
+KeyEntry = list[Any]
+
+
+def _key_entry(key: repository.ArticleKey) -> KeyEntry:
+    return [key.id, key.author_id, key.slug, key.created_at.isoformat()]
+
+
+def _cut(entry: dict[str, Any], address: ListingAddress) -> tuple[list[KeyEntry], int, str | None]:
+    """The page's keys, the list's total and the next page's cursor, from its keys entry."""
+    keys: list[KeyEntry] = entry["keys"]
+    if not address.sliced:
+        return keys, entry["total"], entry["nextCursor"]
+    end = address.start + address.limit
+    page = keys[address.start : end]
+    next_cursor = None
+    if end < len(keys):
+        last_id, _, _, created_at = page[-1]
+        position = Position(created_at=datetime.fromisoformat(created_at), article_id=last_id)
+        next_cursor = cursors.encode(position)
+    elif end == len(keys):
+        # The page ends with its block: what follows is what follows the block.
+        next_cursor = entry["nextCursor"]
+    return page, entry["total"], next_cursor
+
+
+async def _load_summaries(
+    session: AsyncSession, missing: list[CacheAddress]
+) -> dict[str, dict[str, Any]]:
+    slugs = [address.key.removeprefix("summary:") for address in missing]
+    articles = await repository.summaries_by_slug(session, slugs)
+    return {
+        summary_entry(article.slug).key: ArticleSummary.model_validate(
+            _summary_fields(ArticleRow(article, favorited=False), following=False)
+        ).model_dump(mode="json")
+        for article in articles
+    }
