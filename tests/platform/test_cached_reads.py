@@ -38,11 +38,12 @@ async def test_cached_reads_answer_as_their_routes_did_without_routing(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     author = await register(client)
-    slug = (await create_article(client, author, tagList=["cached"]))["slug"]
+    slug = (await create_article(client, author, title="Cached words", tagList=["cached"]))["slug"]
     paths = [
         "/articles",
         "/articles?limit=5&offset=0",
         f"/articles?tag=cached&author={author.username}",
+        "/articles?q=cached%20words&tag=cached",
         f"/articles/{slug}",
         f"/profiles/{author.username}",
         "/tags",
@@ -80,6 +81,9 @@ async def test_requests_the_routes_would_refuse_still_reach_them(
         f"/articles?tag={'x' * 256}": 422,
         "/articles?tag=a%00b": 422,
         "/articles?cursor=nonsense": 422,
+        "/articles?q=%20": 422,
+        f"/articles?q={'x' * 256}": 422,
+        "/articles?q=a%00b": 422,
         f"/articles/{slug}x": 404,
         "/profiles/nobody-by-this-name": 404,
     }

@@ -211,7 +211,7 @@ async def get_tags(session: SessionDep, cache: CacheDep) -> JSONResponse:
 
 # What the cached-reads layer answers before routing: anonymous calls of the reads above whose
 # parameters it can read exactly as the routes do (see `platform.cached_reads`).
-_LIST_FILTERS = ("tag", "author", "favorited")
+_LIST_FILTERS = ("tag", "author", "favorited", "q")
 _LIST_PARAMETERS = frozenset({*_LIST_FILTERS, "limit", "offset"})
 
 
@@ -226,10 +226,11 @@ def _list_address(
         query.get("limit", str(DEFAULT_LIMIT)), minimum=1, maximum=settings.max_page_size
     )
     offset = bounded_int(query.get("offset", "0"), minimum=0, maximum=MAX_OFFSET)
-    if limit is None or offset is None:
+    search = query.get("q")
+    if limit is None or offset is None or (search is not None and not search.strip()):
         return None
     filters = service.ArticleFilters(
-        tag=query.get("tag"), author=query.get("author"), favorited=query.get("favorited")
+        tag=query.get("tag"), author=query.get("author"), favorited=query.get("favorited"), q=search
     )
     return service.listing_address(filters, PageRequest(limit=limit, offset=offset))
 
