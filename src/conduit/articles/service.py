@@ -16,7 +16,6 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, func
@@ -464,8 +463,16 @@ async def _listing(
     viewer: User | None,
 ) -> dict[str, Any]:
     """The page of these articles as `viewer` sees it, from their summaries."""
+    slugs = {summary_entry(slug).key: slug for _, _, slug, _ in keys}
     addresses = [summary_entry(slug) for _, _, slug, _ in keys]
-    summaries = await cache.get_many_or_load(addresses, load=partial(_load_summaries, session))
+
+    async def load(missing: list[CacheAddress]) -> dict[str, dict[str, Any]]:
+        articles = await repository.summaries_by_slug(
+            session, [slugs[address.key] for address in missing]
+        )
+        return {summary_entry(article.slug).key: _summary(article) for article in articles}
+
+    summaries = await cache.get_many_or_load(addresses, load=load)
     # An article deleted since its list's keys were read has no summary: it is left out.
     listed = [(key, summary) for key, summary in zip(keys, summaries, strict=True) if summary]
     articles = [summary for _, summary in listed]
@@ -530,14 +537,7 @@ def _cut(entry: dict[str, Any], address: ListingAddress) -> tuple[list[KeyEntry]
     return page, entry["total"], next_cursor
 
 
-async def _load_summaries(
-    session: AsyncSession, missing: list[CacheAddress]
-) -> dict[str, dict[str, Any]]:
-    slugs = [address.key.removeprefix("summary:") for address in missing]
-    articles = await repository.summaries_by_slug(session, slugs)
-    return {
-        summary_entry(article.slug).key: ArticleSummary.model_validate(
-            _summary_fields(ArticleRow(article, favorited=False), following=False)
-        ).model_dump(mode="json")
-        for article in articles
-    }
+def _summary(article: Article) -> dict[str, Any]:
+    """What lists show of `article` to anyone (no flags of the reader's), in wire format."""
+    shown = _summary_fields(ArticleRow(article, favorited=False), following=False)
+    return ArticleSummary.model_validate(shown).model_dump(mode="json")

@@ -10,9 +10,11 @@ its generations are unchanged, so:
 - invalidating a whole family (every article list) is one write, with no key scans;
 - a lost generation key (eviction, restart) only causes misses, since a new one is random.
 
-When a hot entry is missing or stale, one request per key rebuilds it while the others wait on
-cashews' lock and then read the fresh entry (no stampede on the database). Any cache failure
-falls back to the database: a read never fails because of the cache.
+When a hot entry is missing or stale, one request per key rebuilds it (it holds a lock in the
+backend) while the others wait for the entry it stores (no stampede on the database). Many small
+entries, such as the summaries of a page's articles, are read together in one round trip and
+the missing ones loaded together (`get_many_or_load`). Any cache failure falls back to the
+database: a read never fails because of the cache.
 """
 
 import asyncio
