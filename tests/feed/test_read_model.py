@@ -37,7 +37,7 @@ from tests.feed.support import (
     slugs_of,
     whole_feed,
 )
-from tests.helpers import Account, delete_article, follow, register, unfollow
+from tests.helpers import Account, create_article, delete_article, follow, register, unfollow
 from tests.jobs import JobRunner
 
 pytestmark = pytest.mark.anyio
@@ -396,6 +396,30 @@ async def test_feed_flags_and_shape(client: httpx.AsyncClient, jobs: JobRunner) 
         "following": True,
     }
     assert "body" not in item
+
+
+async def test_the_feed_shows_changes_to_articles_it_has_already_shown(
+    client: httpx.AsyncClient, jobs: JobRunner
+) -> None:
+    # The feed's articles come from the same cached summaries as the lists'.
+    reader, author, fan = await register(client), await register(client), await register(client)
+    await follow(client, reader, author)
+    slug = (await create_article(client, author, title="Before"))["slug"]
+    await run_feed_jobs(jobs)
+    [before] = (await get_feed(client, reader))["articles"]
+    assert (before["title"], before["favoritesCount"]) == ("Before", 0)
+
+    assert (await client.post(f"/articles/{slug}/favorite", headers=fan.headers)).is_success
+    [favorited] = (await get_feed(client, reader))["articles"]
+    assert favorited["favoritesCount"] == 1
+    edit = {"article": {"title": "After"}}
+    assert (await client.put(f"/articles/{slug}", json=edit, headers=author.headers)).is_success
+    [edited] = (await get_feed(client, reader))["articles"]
+    assert edited["title"] == "After"
+    bio = {"user": {"bio": "New bio"}}
+    assert (await client.put("/user", json=bio, headers=author.headers)).is_success
+    [author_changed] = (await get_feed(client, reader))["articles"]
+    assert author_changed["author"]["bio"] == "New bio"
 
 
 class TestIdempotence:
