@@ -141,10 +141,6 @@ def favorited_by(user_id: int) -> ColumnElement[bool]:
     return Article.id.in_(select(Favorite.article_id).where(Favorite.user_id == user_id))
 
 
-def _position_of(article: Article) -> Position:
-    return Position(created_at=article.created_at, article_id=article.id)
-
-
 def _cut(rows: list[R], positions: list[Position], limit: int) -> tuple[list[R], Position | None]:
     """The page of `limit` rows out of the `limit + 1` read, and where the next one starts."""
     if len(rows) <= limit:
