@@ -463,8 +463,8 @@ async def _listing(
     viewer: User | None,
 ) -> dict[str, Any]:
     """The page of these articles as `viewer` sees it, from their summaries."""
-    slugs = {summary_entry(slug).key: slug for _, _, slug, _ in keys}
     addresses = [summary_entry(slug) for _, _, slug, _ in keys]
+    slugs = {address.key: key[2] for address, key in zip(addresses, keys, strict=True)}
 
     async def load(missing: list[CacheAddress]) -> dict[str, dict[str, Any]]:
         articles = await repository.summaries_by_slug(
