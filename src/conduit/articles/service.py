@@ -123,6 +123,10 @@ def _block_entry(index: int) -> CacheAddress:
     )
 
 
+# What a list's entry holds of an article: `[id, author id, slug, created at]`.
+KeyEntry = list[Any]
+
+
 @dataclass(frozen=True, slots=True)
 class ListingAddress:
     """Where a page of a list comes from. `keys` is the entry holding its articles' keys: the
@@ -450,14 +454,16 @@ async def list_cached(
         keys = [_key_entry(key) for key in page.keys]
         return {"keys": keys, "total": page.total, "nextCursor": _cursor_after(page)}
 
-    keys, total, next_cursor = _cut(await cache.get_or_load(address.keys, load=load_keys), address)
+    keys, total, next_cursor = _page_of(
+        await cache.get_or_load(address.keys, load=load_keys), address
+    )
     return await _listing(session, cache, keys, total, next_cursor, viewer)
 
 
 async def _listing(
     session: AsyncSession,
     cache: Cache,
-    keys: list["KeyEntry"],
+    keys: list[KeyEntry],
     total: int,
     next_cursor: str | None,
     viewer: User | None,
@@ -498,7 +504,7 @@ async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
     keys_entry = await peek_entry(cache, address.keys)
     if keys_entry is None:
         return None
-    keys, total, next_cursor = _cut(keys_entry.value, address)
+    keys, total, next_cursor = _page_of(keys_entry.value, address)
     addresses = [summary_entry(slug) for _, _, slug, _ in keys]
     generations = tuple(dict.fromkeys(g for entry in addresses for g in entry.generations))
     snapshot = cache.changes.copies.snapshot(generations)
@@ -511,15 +517,13 @@ async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
     )
 
 
-# A key entry is `[id, author id, slug, created at]`.
-KeyEntry = list[Any]
-
-
 def _key_entry(key: repository.ArticleKey) -> KeyEntry:
     return [key.id, key.author_id, key.slug, key.created_at.isoformat()]
 
 
-def _cut(entry: dict[str, Any], address: ListingAddress) -> tuple[list[KeyEntry], int, str | None]:
+def _page_of(
+    entry: dict[str, Any], address: ListingAddress
+) -> tuple[list[KeyEntry], int, str | None]:
     """The page's keys, the list's total and the next page's cursor, from its keys entry."""
     keys: list[KeyEntry] = entry["keys"]
     if not address.sliced:
