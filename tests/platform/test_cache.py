@@ -219,27 +219,48 @@ class TestInvalidation:
     async def test_front_pages_cut_from_shared_blocks_match_the_list_and_its_cursors(
         self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(articles_service, "LIST_BLOCK", 4)
-        monkeypatch.setattr(articles_service, "NEWEST_LISTED", 8)
+        small_blocks(monkeypatch)
         author = await register(client)
         for _ in range(10):
             await create_article(client, author)
-        # Longer than a block: a page of its own.
-        everything = slugs_of(await list_articles(client, limit=10))
-        assert len(everything) == 10
-        # Within a block, ending with one, across two, and past the blocks' depth.
-        for offset, limit in ((0, 2), (2, 2), (4, 4), (3, 2), (6, 3), (8, 2), (9, 3), (12, 2)):
-            first = await list_articles(client, limit=limit, offset=offset)
-            again = await list_articles(client, limit=limit, offset=offset)
-            assert again == first
-            assert slugs_of(first) == everything[offset : offset + limit]
-            assert first["articlesCount"] == 10
-            following = everything[offset + limit : offset + 2 * limit]
-            if following:
-                after = await list_articles(client, limit=limit, cursor=first["nextCursor"])
-                assert slugs_of(after) == following
-            else:
-                assert first["nextCursor"] is None
+        await assert_front_pages_match_the_list(client, 10)
+
+    async def test_front_pages_follow_publications_and_deletions(
+        self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        small_blocks(monkeypatch)
+        author = await register(client)
+        slugs = [(await create_article(client, author))["slug"] for _ in range(10)]
+        await assert_front_pages_match_the_list(client, 10)
+        # Within the blocks' slack, to its end, past it, and deletions before and within the
+        # later blocks.
+        for count in (11, 12, 13, 14):
+            slugs.append((await create_article(client, author))["slug"])
+            await assert_front_pages_match_the_list(client, count)
+        for deleted, count in ((slugs[5], 13), (slugs[-1], 12), (slugs[0], 11)):
+            response = await client.delete(f"/articles/{deleted}", headers=author.headers)
+            assert response.status_code == 204, response.text
+            await assert_front_pages_match_the_list(client, count)
+
+    async def test_a_publication_reads_only_the_first_block_again(
+        self, client: httpx.AsyncClient, engine: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        small_blocks(monkeypatch)
+        author = await register(client)
+        for _ in range(10):
+            await create_article(client, author)
+        # Every article's summary, and the first two blocks.
+        await list_articles(client, limit=10)
+        await list_articles(client, limit=2, offset=4)
+        await create_article(client, author)
+
+        with recorded_statements(engine) as statements:
+            listing = await list_articles(client, limit=2, offset=4)
+
+        # The page moved down by one within its block, which stays cached.
+        assert slugs_of(listing) == slugs_of(await list_articles(client, limit=11))[4:6]
+        (first_block,) = queries(statements)
+        assert "article_tally" in first_block
 
     async def test_following_shows_only_for_the_follower(self, client: httpx.AsyncClient) -> None:
         author, fan, other = await register(client), await register(client), await register(client)
@@ -316,6 +337,61 @@ class TestInvalidation:
         )
         assert response.status_code == 403
         assert await get_article(client, slug) == before
+
+
+@pytest.mark.parametrize(
+    ("head_total", "block_total", "cut"),
+    [(20, 20, True), (22, 20, True), (23, 20, False), (20, 21, False)],
+    ids=["as-read", "within-slack", "past-slack", "block-newer-than-head"],
+)
+def test_a_later_block_serves_only_the_publications_its_slack_covers(
+    monkeypatch: pytest.MonkeyPatch, head_total: int, block_total: int, cut: bool
+) -> None:
+    small_blocks(monkeypatch)
+    head = {"keys": [], "total": head_total, "nextCursor": None}
+    block = {"keys": [[n, 1, f"a-{n}", "2026-01-01T00:00:00+00:00"] for n in range(6)]}
+    block.update(total=block_total, nextCursor=None)
+    address = articles_service.listing_address(
+        articles_service.ArticleFilters(), articles_service.PageRequest(limit=2, offset=4)
+    )
+    page = articles_service._front_page_of(head, block, address)
+    # Block 1 was read with keys 2 to 7; each publication since moves the page one key up.
+    published = head_total - block_total
+    if not cut:
+        assert page is None
+        return
+    assert page is not None
+    keys, total, _ = page
+    assert (keys, total) == (block["keys"][2 - published : 4 - published], head_total)
+
+
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Front blocks of 4 keys, and 2 before each after the first, down to the 12th article."""
+    monkeypatch.setattr(articles_service, "LIST_BLOCK", 4)
+    monkeypatch.setattr(articles_service, "NEWEST_LISTED", 12)
+    monkeypatch.setattr(articles_service, "BLOCK_SLACK", 2)
+
+
+async def assert_front_pages_match_the_list(client: httpx.AsyncClient, count: int) -> None:
+    """Pages within a block, ending with one, across two and past the blocks' depth, each read
+    twice (cut from the blocks, then from the cache), equal the list read as one page, and each
+    `nextCursor` leads to the page that follows."""
+    # Longer than a block: a page of its own.
+    everything = slugs_of(await list_articles(client, limit=count + 5))
+    assert len(everything) == count
+    pages = ((0, 2), (2, 2), (4, 4), (3, 2), (6, 2), (8, 3), (9, 3), (10, 2), (12, 2), (14, 2))
+    for offset, limit in pages:
+        first = await list_articles(client, limit=limit, offset=offset)
+        again = await list_articles(client, limit=limit, offset=offset)
+        assert again == first
+        assert slugs_of(first) == everything[offset : offset + limit], (offset, limit)
+        assert first["articlesCount"] == count
+        following = everything[offset + limit : offset + 2 * limit]
+        if following:
+            after = await list_articles(client, limit=limit, cursor=first["nextCursor"])
+            assert slugs_of(after) == following
+        else:
+            assert first["nextCursor"] is None
 
 
 class TestCacheMechanics:

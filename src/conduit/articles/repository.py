@@ -1,5 +1,5 @@
 """Article queries. A page of a list or of the feed is its articles' keys (`KeyPage`): one count
-and one statement for the page. What it shows of each article comes from the article's cached
+and one statement for the page (one statement for both in the unfiltered list). What it shows of each article comes from the article's cached
 summary, those missing loaded together by `summaries_by_slug`: one statement, author joined,
 and one for their tags.
 
@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -210,11 +211,15 @@ async def get_page(
     offset: int = 0,
     after: Position | None = None,
 ) -> KeyPage:
-    """Newest first, after `after` when given; `total` counts every matching article.
+    """Newest first, after `after` when given; `total` counts every matching article (with no
+    conditions, as of the same snapshot as the page: it tells exactly how many publications the
+    page has seen).
 
     The page's ids are found first, on the article table alone: skipped rows are index entries
     passed over, never joined to their authors and tags.
     """
+    if not conditions:
+        return await _unfiltered_page(session, limit=limit, offset=offset, after=after)
     total = await count(session, conditions)
     keys = select(Article.id).where(*conditions)
     if after is not None:
@@ -226,6 +231,34 @@ async def get_page(
         .subquery("page_keys")
     )
     return await _newest_first_keys(session, _keys_of(page_keys), limit, total)
+
+
+async def _unfiltered_page(
+    session: AsyncSession, *, limit: int, offset: int, after: Position | None
+) -> KeyPage:
+    """`get_page` of every article: the page and the count in one statement, and so from one
+    snapshot, which a commit cannot come between."""
+    tally = select(func.coalesce(func.sum(ArticleTally.articles), 0).label("total")).subquery()
+    keys_query = select(Article.id)
+    if after is not None:
+        keys_query = keys_query.where(_newest_first_after(after))
+    page_keys = (
+        keys_query.order_by(Article.created_at.desc(), Article.id.desc())
+        .limit(limit + 1)
+        .offset(offset)
+        .subquery("page_keys")
+    )
+    keys = select(*_KEY_COLUMNS).join(page_keys, page_keys.c.id == Article.id).subquery("keys")
+    # Outer-joined to the total, so that a page past the end still brings the count.
+    statement = (
+        select(tally.c.total, keys.c.id, keys.c.author_id, keys.c.slug, keys.c.created_at)
+        .select_from(tally.outerjoin(keys, true()))
+        .order_by(keys.c.created_at.desc(), keys.c.id.desc())
+    )
+    rows = list(await session.execute(statement))
+    found = [ArticleKey(*row[1:]) for row in rows if row[1] is not None]
+    page, next_position = _cut(found, [Position(key.created_at, key.id) for key in found], limit)
+    return KeyPage(page, int(rows[0][0]), next_position)
 
 
 async def get_tag_page(

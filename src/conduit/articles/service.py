@@ -7,9 +7,13 @@ read per request. Writes invalidate the generations their change touches after c
 A page of a list is two kinds of entries: the keys of its articles, in order, and each
 article's summary. Which articles a list holds changes when one is published, edited or
 deleted; what it shows of them changes far more often (every favorite moves a count), and
-then only that article's summary is stale, not every list it is on. The unfiltered list's
-front pages, where most readers go, are cut from blocks of keys shared by several pages, so
-that a publication costs one query per block instead of one per page.
+then only that article's summary is stale, not every list it is on.
+
+The unfiltered list's front pages, where most readers go, are cut from blocks of keys shared by
+several pages. A publication only pushes the articles after the newest down by one, so only the
+first block is read again after one; each later block also holds the `BLOCK_SLACK` keys before
+its own, and a page is cut from it as far down as the publications since it was read (the
+difference of the two blocks' totals) have pushed it.
 """
 
 import hashlib
@@ -45,15 +49,21 @@ SLUG_ATTEMPTS = 5
 # Cache generations: which articles every list holds (not what it shows of them: see each
 # article's own), which ones users have favorited, and the tags in use.
 ARTICLE_LISTS = "articles"
+# What moves the unfiltered list's articles other than a publication at its head: a deletion.
+ARTICLES_REMOVED = "articles:removed"
 FAVORITES = "favorites"
 TAGS = "tags"
 # Part of a cached list's key: a new layout of the entry must not read entries of the old one.
-LIST_ENTRY_FORMAT = 3
+LIST_ENTRY_FORMAT = 4
 # The unfiltered list's pages among its newest NEWEST_LISTED articles are cut from blocks of
 # LIST_BLOCK keys (when a page lies within one). Deeper pages, the pages across two blocks and
 # every filtered list's pages have entries of their own.
 LIST_BLOCK = 100
 NEWEST_LISTED = 1000
+# How many publications a block after the first outlives: it holds as many keys before its own.
+# A publication is counted as being above them, true of any whose transaction did not last
+# while this many others committed.
+BLOCK_SLACK = 50
 
 
 def article_generation(slug: str) -> str:
@@ -116,11 +126,24 @@ def summary_entry(slug: str) -> CacheAddress:
     )
 
 
-def _block_entry(index: int) -> CacheAddress:
-    """Keys `index * LIST_BLOCK` onwards of the unfiltered list."""
-    return CacheAddress(
-        "articles_block", f"articles:{LIST_ENTRY_FORMAT}:block:{index}", (ARTICLE_LISTS,)
-    )
+def _block_entry(index: int, total: int) -> CacheAddress:
+    """The keys of block `index` of the unfiltered list (`index * LIST_BLOCK` onwards, and the
+    `BLOCK_SLACK` before them after the first block), for readers who know of `total` articles.
+
+    The first block is stale after every publication. A later one is kept under the span of
+    `BLOCK_SLACK` totals it was read in, so that a reader finds one read at most
+    `BLOCK_SLACK - 1` publications ago; deletions, which move articles the other way, make it
+    stale.
+    """
+    key = f"articles:{LIST_ENTRY_FORMAT}:block:{index}"
+    if index == 0:
+        return CacheAddress("articles_block", key, (ARTICLE_LISTS,))
+    return CacheAddress("articles_block", f"{key}:{total // BLOCK_SLACK}", (ARTICLES_REMOVED,))
+
+
+def _block_start(index: int) -> int:
+    """The offset of a block's first key when it was read."""
+    return 0 if index == 0 else index * LIST_BLOCK - BLOCK_SLACK
 
 
 # What a list's entry holds of an article: `[id, author id, slug, created at]`.
@@ -129,16 +152,15 @@ KeyEntry = list[Any]
 
 @dataclass(frozen=True, slots=True)
 class ListingAddress:
-    """Where a page of a list comes from. `keys` is the entry holding its articles' keys: the
-    page's own, or, when `sliced`, a block of which the page takes `limit` from `start`. `key`
-    and `generations` are the page's own (the address of its local copies)."""
+    """Where a page of a list comes from. `keys` is the page's own entry of its articles' keys,
+    or None for a front page of the unfiltered list, cut from the blocks (`offset` and `limit`
+    say where). `key` and `generations` are the page's own (the address of its local copies)."""
 
     name: str
     key: str
     generations: tuple[str, ...]
-    keys: CacheAddress
-    sliced: bool
-    start: int
+    keys: CacheAddress | None
+    offset: int
     limit: int
 
 
@@ -156,22 +178,23 @@ def listing_address(filters: ArticleFilters, request: PageRequest) -> ListingAdd
     query = json.dumps(described, sort_keys=True)
     key = f"articles:{LIST_ENTRY_FORMAT}:{hashlib.sha256(query.encode()).hexdigest()[:32]}"
     block, start = divmod(request.offset, LIST_BLOCK)
+    generations: tuple[str, ...] = (ARTICLE_LISTS,)
     if (
         filters == _UNFILTERED
         and request.cursor is None
         and request.offset + request.limit <= NEWEST_LISTED
         and start + request.limit <= LIST_BLOCK
     ):
-        keys = _block_entry(block)
-        return ListingAddress("articles", key, keys.generations, keys, True, start, request.limit)
-    generations: tuple[str, ...] = (ARTICLE_LISTS,)
+        if block:
+            generations += (ARTICLES_REMOVED,)
+        return ListingAddress("articles", key, generations, None, request.offset, request.limit)
     if filters.author is not None or filters.favorited is not None:
         # Who a name belongs to changes with the profile's generations.
         generations += (profiles_service.AUTHORS,)
     if filters.favorited is not None:
         generations += (FAVORITES,)
     own = CacheAddress("articles", key, generations)
-    return ListingAddress("articles", key, generations, own, False, 0, request.limit)
+    return ListingAddress("articles", key, generations, own, request.offset, request.limit)
 
 
 def _summary_fields(row: ArticleRow, *, following: bool) -> dict[str, object]:
@@ -348,7 +371,8 @@ async def delete(session: AsyncSession, *, row: ArticleRow, user: User) -> None:
     if row.article.author_id != user.id and not user.can_moderate:
         raise NotArticleAuthorOrModerator()
     await repository.delete(session, row.article.id)
-    invalidate_after_commit(session, article_generation(row.article.slug), ARTICLE_LISTS, TAGS)
+    stale = [article_generation(row.article.slug), ARTICLE_LISTS, ARTICLES_REMOVED, TAGS]
+    invalidate_after_commit(session, *stale)
     await _publish(session, "article.deleted", row.article)
 
 
@@ -442,22 +466,51 @@ async def list_cached(
     """A page of articles as `viewer` sees it, in wire format (an `ArticleList`, dumped): a
     cache hit has nothing to validate, since each part was a model when it was stored."""
     address = listing_address(filters, request)
+    if address.keys is None:
+        keys, total, next_cursor = await _front_page(session, cache, address)
+    else:
 
-    async def load_keys() -> dict[str, Any]:
-        if address.sliced:
-            offset = request.offset - address.start
-            page = await repository.get_page(
-                session, conditions=[], limit=LIST_BLOCK, offset=offset
-            )
-        else:
+        async def load_keys() -> dict[str, Any]:
             page = await _page(session, filters=filters, request=request, search=search)
-        keys = [_key_entry(key) for key in page.keys]
-        return {"keys": keys, "total": page.total, "nextCursor": _cursor_after(page)}
+            return _keys_entry(page)
 
-    keys, total, next_cursor = _page_of(
-        await cache.get_or_load(address.keys, load=load_keys), address
-    )
+        entry = await cache.get_or_load(address.keys, load=load_keys)
+        keys, total, next_cursor = entry["keys"], entry["total"], entry["nextCursor"]
     return await _listing(session, cache, keys, total, next_cursor, viewer)
+
+
+async def _front_page(
+    session: AsyncSession, cache: Cache, address: ListingAddress
+) -> tuple[list[KeyEntry], int, str | None]:
+    """A front page's keys, the list's total and the next page's cursor, from the blocks."""
+
+    async def load_block(index: int) -> dict[str, Any]:
+        start = _block_start(index)
+        size = (index + 1) * LIST_BLOCK - start
+        page = await repository.get_page(session, conditions=[], limit=size, offset=start)
+        return _keys_entry(page)
+
+    head = await cache.get_or_load(_block_entry(0, 0), load=lambda: load_block(0))
+    index = address.offset // LIST_BLOCK
+    block = None
+    if index:
+        block = await cache.get_or_load(
+            _block_entry(index, head["total"]), load=lambda: load_block(index)
+        )
+    cut = _front_page_of(head, block, address)
+    if cut is not None:
+        return cut
+    # The block was read after a publication that the first block does not count yet (the
+    # generations are replaced just after a commit): this page is read on its own.
+    page = await repository.get_page(
+        session, conditions=[], limit=address.limit, offset=address.offset
+    )
+    return [_key_entry(key) for key in page.keys], page.total, _cursor_after(page)
+
+
+def _keys_entry(page: KeyPage) -> dict[str, Any]:
+    keys = [_key_entry(key) for key in page.keys]
+    return {"keys": keys, "total": page.total, "nextCursor": _cursor_after(page)}
 
 
 async def _listing(
@@ -501,10 +554,31 @@ def _cursor_after(page: KeyPage) -> str | None:
 
 async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
     """A page of a list as an anonymous caller sees it, when the cache holds all of it."""
-    keys_entry = await peek_entry(cache, address.keys)
-    if keys_entry is None:
-        return None
-    keys, total, next_cursor = _page_of(keys_entry.value, address)
+    if address.keys is None:
+        head = await peek_entry(cache, _block_entry(0, 0))
+        if head is None:
+            return None
+        parts = [head]
+        index = address.offset // LIST_BLOCK
+        if index:
+            block = await peek_entry(cache, _block_entry(index, head.value["total"]))
+            if block is None:
+                return None
+            parts.append(block)
+        cut = _front_page_of(head.value, parts[-1].value if index else None, address)
+        if cut is None:
+            return None
+        keys, total, next_cursor = cut
+    else:
+        entry = await peek_entry(cache, address.keys)
+        if entry is None:
+            return None
+        parts = [entry]
+        keys, total, next_cursor = (
+            entry.value["keys"],
+            entry.value["total"],
+            entry.value["nextCursor"],
+        )
     addresses = [summary_entry(slug) for _, _, slug, _ in keys]
     generations = tuple(dict.fromkeys(g for entry in addresses for g in entry.generations))
     snapshot = cache.changes.copies.snapshot(generations)
@@ -512,24 +586,32 @@ async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
     if summaries is None:
         return None
     listing = {"articles": summaries, "articlesCount": total, "nextCursor": next_cursor}
-    return Peeked(
-        listing, keys_entry.generations + generations, keys_entry.snapshot.extended(snapshot)
-    )
+    for part in reversed(parts):
+        generations, snapshot = part.generations + generations, part.snapshot.extended(snapshot)
+    return Peeked(listing, generations, snapshot)
 
 
 def _key_entry(key: repository.ArticleKey) -> KeyEntry:
     return [key.id, key.author_id, key.slug, key.created_at.isoformat()]
 
 
-def _page_of(
-    entry: dict[str, Any], address: ListingAddress
-) -> tuple[list[KeyEntry], int, str | None]:
-    """The page's keys, the list's total and the next page's cursor, from its keys entry."""
+def _front_page_of(
+    head: dict[str, Any], block: dict[str, Any] | None, address: ListingAddress
+) -> tuple[list[KeyEntry], int, str | None] | None:
+    """A front page's keys, the list's total and the next page's cursor, from the first block
+    and, for a page after it, its own block; None when that block counts more articles than the
+    first (read after a publication the first has not seen) or too many fewer."""
+    index, start = divmod(address.offset, LIST_BLOCK)
+    total: int = head["total"]
+    entry, first = head, start
+    if block is not None:
+        published_since = total - block["total"]
+        if not 0 <= published_since <= BLOCK_SLACK:
+            return None
+        entry, first = block, address.offset - published_since - _block_start(index)
     keys: list[KeyEntry] = entry["keys"]
-    if not address.sliced:
-        return keys, entry["total"], entry["nextCursor"]
-    end = address.start + address.limit
-    page = keys[address.start : end]
+    end = first + address.limit
+    page = keys[first:end]
     next_cursor = None
     if end < len(keys):
         last_id, _, _, created_at = page[-1]
@@ -538,7 +620,7 @@ def _page_of(
     elif end == len(keys):
         # The page ends with its block: what follows is what follows the block.
         next_cursor = entry["nextCursor"]
-    return page, entry["total"], next_cursor
+    return page, total, next_cursor
 
 
 def _summary(article: Article) -> dict[str, Any]:
