@@ -1,7 +1,7 @@
 """Article queries. A page of a list or of the feed is its articles' keys (`KeyPage`): one count
-and one statement for the page (one statement for both in the unfiltered list). What it shows of each article comes from the article's cached
-summary, those missing loaded together by `summaries_by_slug`: one statement, author joined,
-and one for their tags.
+and one statement for the page (one statement for both in the unfiltered list). What it shows
+of each article comes from the article's cached summary, those missing loaded together by
+`summaries_by_slug`: one statement, author joined, and one for their tags.
 
 Pages are read one row past their end, so that whether another page follows (and where it
 starts: `next_position`) costs nothing extra.
