@@ -303,3 +303,19 @@ async def test_a_write_on_an_article_loads_its_caller_once(
     assert response.status_code == 200, response.text
     callers_loaded = [sql for sql in statements if "WHERE user_account.id = " in sql]
     assert len(callers_loaded) == 1, callers_loaded
+
+
+async def test_an_author_writing_an_article_is_not_asked_whether_they_follow_themselves(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    author = await register(client)
+    with recorded_statements(engine) as statements:
+        article = await create_article(client, author)
+        response = await client.put(
+            f"/articles/{article['slug']}",
+            json={"article": {"body": "Edited"}},
+            headers=author.headers,
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["article"]["author"]["following"] is False
+    assert not [sql for sql in statements if "FROM follow" in sql]

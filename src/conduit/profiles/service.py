@@ -52,12 +52,17 @@ async def get_user(session: AsyncSession, username: str) -> User:
 async def followed_among(
     session: AsyncSession, *, follower: User | None, candidates: Collection[int]
 ) -> set[int]:
-    """The ids in `candidates` that `follower` follows: one query for any number of authors."""
-    if follower is None or not candidates:
+    """The ids in `candidates` that `follower` follows: one query for any number of authors,
+    none when the only candidate is the follower (nobody follows themselves: the follow table
+    refuses it), as for an author reading their own article back after writing it."""
+    if follower is None:
+        return set()
+    others = set(candidates) - {follower.id}
+    if not others:
         return set()
     result = await session.execute(
         select(Follow.followee_id).where(
-            Follow.follower_id == follower.id, Follow.followee_id.in_(set(candidates))
+            Follow.follower_id == follower.id, Follow.followee_id.in_(others)
         )
     )
     return set(result.scalars())
