@@ -319,3 +319,23 @@ async def test_an_author_writing_an_article_is_not_asked_whether_they_follow_the
     assert response.status_code == 200, response.text
     assert response.json()["article"]["author"]["following"] is False
     assert not [sql for sql in statements if "FROM follow" in sql]
+
+
+async def test_a_favorite_takes_the_new_count_from_its_own_update(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    author, fan, other = await register(client), await register(client), await register(client)
+    slug = (await create_article(client, author))["slug"]
+    for who, method, count in ((fan, "POST", 1), (other, "POST", 2), (fan, "DELETE", 1)):
+        with recorded_statements(engine) as statements:
+            response = await client.request(
+                method, f"/articles/{slug}/favorite", headers=who.headers
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["article"]["favoritesCount"] == count
+        assert not [sql for sql in statements if sql.startswith("SELECT article.favorites_count")]
+    # Favoriting again changes nothing, and shows the count as it is now.
+    again = await client.post(f"/articles/{slug}/favorite", headers=other.headers)
+    assert again.json()["article"]["favoritesCount"] == 1
+    gone = await client.delete(f"/articles/{slug}/favorite", headers=fan.headers)
+    assert gone.json()["article"]["favoritesCount"] == 1

@@ -433,37 +433,41 @@ async def delete(session: AsyncSession, article_id: int) -> None:
     )
 
 
-async def add_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> bool:
-    """True when the favorite is new; the article's counter moves only then."""
+async def add_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> int | None:
+    """The article's new favorites count when the favorite is new (the counter moves only
+    then), else None."""
     inserted = await session.scalar(
         insert(Favorite)
         .values(user_id=user_id, article_id=article_id)
         .on_conflict_do_nothing()
         .returning(Favorite.article_id)
     )
-    if inserted is not None:
-        await _shift_favorites_count(session, article_id, +1)
-    return inserted is not None
+    if inserted is None:
+        return None
+    return await _shift_favorites_count(session, article_id, +1)
 
 
-async def remove_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> bool:
+async def remove_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> int | None:
+    """The article's new favorites count when there was a favorite to remove, else None."""
     deleted = await session.scalar(
         sql_delete(Favorite)
         .where(Favorite.user_id == user_id, Favorite.article_id == article_id)
         .returning(Favorite.article_id)
     )
-    if deleted is not None:
-        await _shift_favorites_count(session, article_id, -1)
-    return deleted is not None
+    if deleted is None:
+        return None
+    return await _shift_favorites_count(session, article_id, -1)
 
 
-async def _shift_favorites_count(session: AsyncSession, article_id: int, delta: int) -> None:
-    await session.execute(
+async def _shift_favorites_count(session: AsyncSession, article_id: int, delta: int) -> int:
+    shifted = await session.scalar(
         update(Article)
         .where(Article.id == article_id)
         .values(favorites_count=Article.favorites_count + delta)
+        .returning(Article.favorites_count)
         .execution_options(synchronize_session=False)
     )
+    return int(shifted or 0)
 
 
 async def tag_names_in_use(session: AsyncSession) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from conduit.articles import cursors, repository, slugs
 from conduit.articles.cursors import Position
@@ -388,19 +389,31 @@ async def _publish(session: AsyncSession, event_type: str, article: Article, **e
 
 
 async def favorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
-    if await repository.add_favorite(session, user_id=user.id, article_id=row.article.id):
+    count = await repository.add_favorite(session, user_id=user.id, article_id=row.article.id)
+    if count is not None:
         invalidate_after_commit(session, article_generation(row.article.slug), FAVORITES)
         await _publish(session, "article.favorited", row.article, user_id=user.id)
-    await session.refresh(row.article, ["favorites_count"])
+    await _show_favorites_count(session, row.article, count)
     return ArticleRow(row.article, favorited=True)
 
 
 async def unfavorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
-    if await repository.remove_favorite(session, user_id=user.id, article_id=row.article.id):
+    count = await repository.remove_favorite(session, user_id=user.id, article_id=row.article.id)
+    if count is not None:
         invalidate_after_commit(session, article_generation(row.article.slug), FAVORITES)
         await _publish(session, "article.unfavorited", row.article, user_id=user.id)
-    await session.refresh(row.article, ["favorites_count"])
+    await _show_favorites_count(session, row.article, count)
     return ArticleRow(row.article, favorited=False)
+
+
+async def _show_favorites_count(session: AsyncSession, article: Article, count: int | None) -> None:
+    """The count as the caller's change left it, or, when it changed nothing, as it is now
+    (others may have moved it since the article was read)."""
+    if count is None:
+        await session.refresh(article, ["favorites_count"])
+    else:
+        # As loaded, not as a change of the caller's to flush.
+        set_committed_value(article, "favorites_count", count)
 
 
 async def tags(session: AsyncSession) -> list[str]:
