@@ -339,3 +339,27 @@ async def test_a_favorite_takes_the_new_count_from_its_own_update(
     assert again.json()["article"]["favoritesCount"] == 1
     gone = await client.delete(f"/articles/{slug}/favorite", headers=fan.headers)
     assert gone.json()["article"]["favoritesCount"] == 1
+
+
+async def test_comments_read_nothing_of_their_article_but_its_key(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    author, reader = await register(client), await register(client)
+    slug = (await create_article(client, author, tagList=["one", "two"]))["slug"]
+    with recorded_statements(engine) as statements:
+        added = await client.post(
+            f"/articles/{slug}/comments", json={"comment": {"body": "Hi"}}, headers=reader.headers
+        )
+        listed = await client.get(f"/articles/{slug}/comments", headers=reader.headers)
+        removed = await client.delete(
+            f"/articles/{slug}/comments/{added.json()['comment']['id']}", headers=reader.headers
+        )
+    assert (added.status_code, listed.status_code, removed.status_code) == (200, 200, 204)
+    assert [comment["body"] for comment in listed.json()["comments"]] == ["Hi"]
+    on_article = [sql for sql in statements if "FROM article" in sql]
+    assert on_article, statements
+    # The article's key only: no author joined, no tags, no text.
+    assert all("JOIN" not in sql and "article.body" not in sql for sql in on_article), on_article
+    missing = await client.get(f"/articles/{slug}-gone/comments")
+    assert missing.status_code == 404
+    assert missing.json() == {"errors": {"article": ["not found"]}}

@@ -389,6 +389,17 @@ async def get_by_slug(
     return None if result is None else ArticleRow(result[0], bool(result[1]))
 
 
+@functools.cache
+def _key_by_slug() -> Select[int, int, str, datetime]:
+    return select(*_KEY_COLUMNS).where(Article.slug == _SLUG)
+
+
+async def get_key_by_slug(session: AsyncSession, slug: str) -> ArticleKey | None:
+    """What a write on an article's comments needs of it: no author, tags or text."""
+    found = (await session.execute(_key_by_slug(), {"slug": slug})).one_or_none()
+    return None if found is None else ArticleKey(*found)
+
+
 async def favorited_among(
     session: AsyncSession, user_id: int, article_ids: Sequence[int]
 ) -> set[int]:

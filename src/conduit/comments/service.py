@@ -5,7 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
-from conduit.articles.models import Article
+from conduit.articles.repository import ArticleKey
 from conduit.comments.models import Comment
 from conduit.comments.schemas import CommentRead, NewComment
 from conduit.platform.errors import Forbidden, NotFound
@@ -34,7 +34,7 @@ def to_read(comment: Comment, *, following: bool) -> CommentRead:
 
 
 async def list_for(
-    session: AsyncSession, *, article: Article, viewer: User | None
+    session: AsyncSession, *, article: ArticleKey, viewer: User | None
 ) -> list[CommentRead]:
     """Newest first, with each author's profile as the viewer sees it: two statements in all."""
     result = await session.scalars(
@@ -51,7 +51,9 @@ async def list_for(
     return [to_read(comment, following=comment.author_id in followed) for comment in comments]
 
 
-async def add(session: AsyncSession, *, article: Article, author: User, new: NewComment) -> Comment:
+async def add(
+    session: AsyncSession, *, article: ArticleKey, author: User, new: NewComment
+) -> Comment:
     comment = Comment(body=new.body, article_id=article.id, author=author)
     session.add(comment)
     # The INSERT returns the timestamps the database set.
@@ -68,7 +70,9 @@ async def add(session: AsyncSession, *, article: Article, author: User, new: New
     return comment
 
 
-async def remove(session: AsyncSession, *, article: Article, comment_id: int, user: User) -> None:
+async def remove(
+    session: AsyncSession, *, article: ArticleKey, comment_id: int, user: User
+) -> None:
     author_id = await session.scalar(
         select(Comment.author_id).where(Comment.id == comment_id, Comment.article_id == article.id)
     )
