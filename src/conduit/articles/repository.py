@@ -20,6 +20,7 @@ from sqlalchemy import (
     Float,
     Select,
     String,
+    Subquery,
     and_,
     bindparam,
     cast,
@@ -218,9 +219,6 @@ async def get_page(
     The page's ids are found first, on the article table alone: skipped rows are index entries
     passed over, never joined to their authors and tags.
     """
-    if not conditions:
-        return await _unfiltered_page(session, limit=limit, offset=offset, after=after)
-    total = await count(session, conditions)
     keys = select(Article.id).where(*conditions)
     if after is not None:
         keys = keys.where(_newest_first_after(after))
@@ -230,24 +228,16 @@ async def get_page(
         .offset(offset)
         .subquery("page_keys")
     )
+    if not conditions:
+        return await _unfiltered_page(session, page_keys, limit)
+    total = await count(session, conditions)
     return await _newest_first_keys(session, _keys_of(page_keys), limit, total)
 
 
-async def _unfiltered_page(
-    session: AsyncSession, *, limit: int, offset: int, after: Position | None
-) -> KeyPage:
+async def _unfiltered_page(session: AsyncSession, page_keys: Subquery, limit: int) -> KeyPage:
     """`get_page` of every article: the page and the count in one statement, and so from one
     snapshot, which a commit cannot come between."""
     tally = select(func.coalesce(func.sum(ArticleTally.articles), 0).label("total")).subquery()
-    keys_query = select(Article.id)
-    if after is not None:
-        keys_query = keys_query.where(_newest_first_after(after))
-    page_keys = (
-        keys_query.order_by(Article.created_at.desc(), Article.id.desc())
-        .limit(limit + 1)
-        .offset(offset)
-        .subquery("page_keys")
-    )
     keys = select(*_KEY_COLUMNS).join(page_keys, page_keys.c.id == Article.id).subquery("keys")
     # Outer-joined to the total, so that a page past the end still brings the count.
     statement = (
