@@ -487,8 +487,7 @@ async def list_cached(
             page = await _page(session, filters=filters, request=request, search=search)
             return _keys_entry(page)
 
-        entry = await cache.get_or_load(address.keys, load=load_keys)
-        keys, total, next_cursor = entry["keys"], entry["total"], entry["nextCursor"]
+        keys, total, next_cursor = _unpacked(await cache.get_or_load(address.keys, load=load_keys))
     return await _listing(session, cache, keys, total, next_cursor, viewer)
 
 
@@ -518,12 +517,17 @@ async def _front_page(
     page = await repository.get_page(
         session, conditions=[], limit=address.limit, offset=address.offset
     )
-    return [_key_entry(key) for key in page.keys], page.total, _cursor_after(page)
+    return _unpacked(_keys_entry(page))
 
 
 def _keys_entry(page: KeyPage) -> dict[str, Any]:
     keys = [_key_entry(key) for key in page.keys]
     return {"keys": keys, "total": page.total, "nextCursor": _cursor_after(page)}
+
+
+def _unpacked(entry: dict[str, Any]) -> tuple[list[KeyEntry], int, str | None]:
+    """A keys entry's keys, the list's total and the next page's cursor."""
+    return entry["keys"], entry["total"], entry["nextCursor"]
 
 
 async def _listing(
@@ -587,11 +591,7 @@ async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
         if entry is None:
             return None
         parts = [entry]
-        keys, total, next_cursor = (
-            entry.value["keys"],
-            entry.value["total"],
-            entry.value["nextCursor"],
-        )
+        keys, total, next_cursor = _unpacked(entry.value)
     addresses = [summary_entry(slug) for _, _, slug, _ in keys]
     generations = tuple(dict.fromkeys(g for entry in addresses for g in entry.generations))
     snapshot = cache.changes.copies.snapshot(generations)
