@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from conduit.articles import service as articles_service
-from conduit.platform.cache import Cache, CacheAddress
-from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
+from conduit.platform.cache import Cache, CacheAddress, Found
+from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES, CACHE_STALE_ANSWERS
 from conduit.platform.settings import Settings
 from tests.articles.test_queries import queries, recorded_statements
 from tests.helpers import (
@@ -41,6 +41,10 @@ async def get_profile(
     assert response.status_code == 200, response.text
     profile: dict[str, Any] = response.json()["profile"]
     return profile
+
+
+async def _value(value: str) -> str:
+    return value
 
 
 def counted(counter: Any, name: str) -> float:
@@ -262,6 +266,41 @@ class TestInvalidation:
         (first_block,) = queries(statements)
         assert "article_tally" in first_block
 
+    async def test_anonymous_readers_get_a_list_as_it_was_only_while_it_is_rebuilt(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        cache: Cache = app.state.cache
+        # However slow the machine, the entry read first is young enough to be answered stale.
+        cache.stale_seconds = 60
+        author = await register(client)
+        await create_article(client, author, title="Before")
+        before = await list_articles(client)
+        after = (await create_article(client, author, title="After"))["slug"]
+        # Another request is rebuilding the first block of the list.
+        loading, finish = asyncio.Event(), asyncio.Event()
+
+        async def rebuild_that_fails() -> Any:
+            loading.set()
+            await finish.wait()
+            raise LookupError("the rebuilding request failed")
+
+        rebuilding = asyncio.create_task(
+            cache.get_or_load(articles_service._block_entry(0, 0), load=rebuild_that_fails)
+        )
+        await loading.wait()
+        for _ in range(2):
+            # Routed, a reader would wait for the rebuild, which only ends when told to below.
+            assert await asyncio.wait_for(list_articles(client), timeout=10) == before
+        # A caller with a token waits for the rebuild, and is never answered as it was.
+        with_token = asyncio.create_task(list_articles(client, author))
+        await asyncio.sleep(0.1)
+        finish.set()
+        with pytest.raises(LookupError):
+            await rebuilding
+        assert slugs_of(await with_token)[0] == after
+        # The answers as it was were not kept: the next reader rebuilds it or gets the new one.
+        assert slugs_of(await list_articles(client))[0] == after
+
     async def test_following_shows_only_for_the_follower(self, client: httpx.AsyncClient) -> None:
         author, fan, other = await register(client), await register(client), await register(client)
         slug = (await create_article(client, author))["slug"]
@@ -464,6 +503,61 @@ class TestCacheMechanics:
         # Whoever asks after the write does not get what was loaded before it.
         assert await cache.get_or_load(address, load=lambda: load("third")) == "third"
         assert loads == ["first", "third"]
+
+    async def test_a_stale_entry_answers_peekers_while_another_caller_rebuilds_it(
+        self, cache: Cache
+    ) -> None:
+        address = CacheAddress("test", "swr", ("swr",))
+        assert await cache.get_or_load(address, load=lambda: _value("old")) == "old"
+        await cache.invalidate("swr")
+        loading, finish = asyncio.Event(), asyncio.Event()
+
+        async def slow_new() -> str:
+            loading.set()
+            await finish.wait()
+            return "new"
+
+        rebuild = asyncio.create_task(cache.get_or_load(address, load=slow_new))
+        await loading.wait()
+        stale_before = counted(CACHE_STALE_ANSWERS, "test")
+        assert await cache.peek_or_stale(address) == Found("old", stale=True)
+        assert counted(CACHE_STALE_ANSWERS, "test") == stale_before + 1
+        finish.set()
+        assert await rebuild == "new"
+        assert await cache.peek_or_stale(address) == Found("new", stale=False)
+
+    async def test_the_first_peeker_of_each_staleness_is_sent_to_rebuild(
+        self, cache: Cache
+    ) -> None:
+        address = CacheAddress("test", "claimed", ("claimed",))
+        await cache.get_or_load(address, load=lambda: _value("old"))
+        await cache.invalidate("claimed")
+        # Nobody rebuilds: the first is sent to, the ones after it are answered meanwhile.
+        assert await cache.peek_or_stale(address) is None
+        assert await cache.peek_or_stale(address) == Found("old", stale=True)
+        # A second write is a staleness of its own, claimed afresh.
+        await cache.invalidate("claimed")
+        assert await cache.peek_or_stale(address) is None
+        assert await cache.peek_or_stale(address) == Found("old", stale=True)
+        assert await cache.get_or_load(address, load=lambda: _value("new")) == "new"
+        assert await cache.peek_or_stale(address) == Found("new", stale=False)
+
+    async def test_an_entry_loaded_longer_ago_than_the_bound_is_never_answered_stale(
+        self, cache: Cache
+    ) -> None:
+        cache.stale_seconds = 0.2
+        address = CacheAddress("test", "aged", ("aged",))
+        await cache.get_or_load(address, load=lambda: _value("old"))
+        await cache.invalidate("aged")
+        assert await cache.peek_or_stale(address) is None  # claims the rebuild
+        await asyncio.sleep(0.3)
+        assert await cache.peek_or_stale(address) is None
+        assert await cache.peek_or_stale(address) is None
+        cache.stale_seconds = 0
+        await cache.get_or_load(address, load=lambda: _value("new"))
+        await cache.invalidate("aged")
+        assert await cache.peek_or_stale(address) is None
+        assert await cache.peek_or_stale(address) is None
 
     async def test_many_entries_load_together_what_is_missing_or_stale(self, cache: Cache) -> None:
         addresses = [CacheAddress("test", f"many:{name}", (f"many:{name}",)) for name in "abc"]

@@ -601,7 +601,7 @@ async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
     listing = {"articles": summaries, "articlesCount": total, "nextCursor": next_cursor}
     for part in reversed(parts):
         generations, snapshot = part.generations + generations, part.snapshot.extended(snapshot)
-    return Peeked(listing, generations, snapshot)
+    return Peeked(listing, generations, snapshot, stale=any(part.stale for part in parts))
 
 
 def _key_entry(key: repository.ArticleKey) -> KeyEntry:

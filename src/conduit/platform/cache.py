@@ -15,11 +15,16 @@ backend) while the others wait for the entry it stores (no stampede on the datab
 entries, such as the summaries of a page's articles, are read together in one round trip and
 the missing ones loaded together (`get_many_or_load`). Any cache failure falls back to the
 database: a read never fails because of the cache.
+
+While one request rebuilds an entry that a write made stale, the anonymous reads answered
+before routing may be given the entry as it was, if it was loaded at most
+`CACHE_STALE_WHILE_REBUILDING_SECONDS` ago (`peek_or_stale`).
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.platform.db.session import SESSION_CACHE_KEY, after_commit
 from conduit.platform.local_copies import ChangeAnnouncements
-from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES
+from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES, CACHE_STALE_ANSWERS
 from conduit.platform.redis import Circuit, redis_connection_options
 from conduit.platform.settings import Settings
 
@@ -64,6 +69,14 @@ class CacheAddress:
     generations: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A cached value, and whether a write has made it stale (see `Cache.peek_or_stale`)."""
+
+    value: JsonValue
+    stale: bool
+
+
 class CacheUnavailable(Exception):
     """The cache backend could not be reached; callers fall back to the source of truth."""
 
@@ -75,6 +88,7 @@ class Cache:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.cache_enabled
         self.ttl_seconds = settings.cache_ttl_seconds
+        self.stale_seconds = settings.cache_stale_while_rebuilding_seconds
         self.prefix = settings.redis_key_prefix
         self.circuit = Circuit("cache", settings.redis_retry_seconds)
         self.changes = ChangeAnnouncements(settings)
@@ -104,6 +118,9 @@ class Cache:
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{key}"
+
+    def _lock_key(self, key: str) -> str:
+        return self._key(f"lock:{key}")
 
     def _generation_key(self, generation: str) -> str:
         return f"{self.prefix}gen:{generation}"
@@ -139,20 +156,55 @@ class Cache:
     async def ping(self) -> None:
         await self._call(lambda: self._backend.ping())
 
-    async def peek(self, address: CacheAddress) -> JsonValue | None:
-        """The fresh value at `address`, or None when there is none to serve (missing, stale,
-        the cache disabled or down). Never loads, and counts only hits: a caller that goes on
-        to `get_or_load` counts the miss there."""
+    async def peek_or_stale(self, address: CacheAddress) -> Found | None:
+        """The fresh value at `address`; or else, while a write has made the entry stale and
+        another request rebuilds it, the entry as it was, if it was loaded at most
+        `stale_seconds` ago (marked stale). None when there is neither (the cache disabled or
+        down included), and for the one caller sent to rebuild it. Never loads, and counts no
+        misses: a caller that goes on to `get_or_load` counts the miss there.
+
+        Readers that would otherwise all go to the database and wait there for the one rebuild
+        are answered at once with what was current a moment ago, as HTTP's
+        `stale-while-revalidate` allows. The first reader to find an entry stale and nobody
+        rebuilding it claims the rebuild (a marker named by the generations that made the entry
+        stale, so the next write's staleness is claimed afresh) and gets None: it goes on to
+        the route, which rebuilds the entry.
+        """
         if not self.enabled:
             return None
+        keys = [
+            self._key(address.key),
+            *(self._generation_key(g) for g in address.generations),
+            self._lock_key(address.key),
+        ]
         try:
-            value, _ = await self._lookup(address.key, address.generations)
+            entry, *current, lock = await self._call(lambda: self._backend.get_many(*keys))
+            if not isinstance(entry, dict) or None in current:
+                return None
+            if entry.get("generations") == current:
+                CACHE_HITS.labels(address.name).inc()
+                return Found(entry.get("value"), stale=False)
+            loaded_at = entry.get("at")
+            if (
+                not isinstance(loaded_at, int | float)
+                or time.time() - loaded_at > self.stale_seconds
+            ):
+                return None
+            if lock is None and await self._claim_rebuild(address.key, current):
+                return None
         except CacheUnavailable:
             return None
-        if value is _MISSING:
-            return None
-        CACHE_HITS.labels(address.name).inc()
-        return value
+        CACHE_STALE_ANSWERS.labels(address.name).inc()
+        return Found(entry.get("value"), stale=True)
+
+    async def _claim_rebuild(self, key: str, current: Sequence[str | None]) -> bool:
+        """Whether this caller is the first to find `key` stale under the `current` generations
+        (and is to rebuild it)."""
+        marker = self._key(f"rebuild:{key}:{':'.join(map(str, current))}")
+        claimed = await self._call(
+            partial(self._backend.set, marker, 1, expire=self.stale_seconds, exist=False)
+        )
+        return bool(claimed)
 
     async def get_or_load(self, address: CacheAddress, *, load: Callable[[], Awaitable[T]]) -> T:
         """The cached value at `address`, or `load()`'s, stored for later readers unless None.
@@ -317,8 +369,10 @@ class Cache:
         write the caller could have been told of. Insisting on the current ones would make each
         waiter load again whenever a write came during the wait.
         """
-        lock = self._key(f"lock:{key}")
-        holder = uuid.uuid4().hex
+        lock = self._lock_key(key)
+        # Digits, which `get_many` reads back as a number (see `peek_or_stale`): cashews' JSON
+        # serializer reads any other raw lock value as absent.
+        holder = str(uuid.uuid4().int)
         outcome: _Outcome[T] | None = None
         try:
             while not await self._backend.set_lock(lock, holder, expire=REBUILD_LOCK_SECONDS):
@@ -334,11 +388,12 @@ class Cache:
                     CACHE_HITS.labels(name).inc()
                     return cast(T, value)
                 CACHE_MISSES.labels(name).inc()
+                loaded_at = time.time()
                 outcome = await _Outcome.of(load)
                 if outcome.value is not None:
                     built_on = await self._claim_generations(generations, current)
                     if built_on is not None:
-                        entry = {"generations": built_on, "value": outcome.value}
+                        entry = {"generations": built_on, "value": outcome.value, "at": loaded_at}
                         await self.set(key, entry, ttl_seconds=self.ttl_seconds)
             finally:
                 await self._backend.unlock(lock, holder)

@@ -75,6 +75,9 @@ class Peeked:
     value: Any
     generations: tuple[str, ...]
     snapshot: Snapshot
+    # Made stale by a write, and answered while another request rebuilds it: never kept as a
+    # local copy, which would outlive the rebuild.
+    stale: bool = False
 
 
 Peeker = Callable[[Cache, Any], Awaitable[Peeked | None]]
@@ -83,8 +86,10 @@ Peeker = Callable[[Cache, Any], Awaitable[Peeked | None]]
 async def peek_entry(cache: Cache, address: CacheAddress) -> Peeked | None:
     """The fresh entry at `address`, or None: the answer of most reads."""
     snapshot = cache.changes.copies.snapshot(address.generations)
-    entry = await cache.peek(address)
-    return None if entry is None else Peeked(entry, address.generations, snapshot)
+    found = await cache.peek_or_stale(address)
+    if found is None:
+        return None
+    return Peeked(found.value, address.generations, snapshot, stale=found.stale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +165,8 @@ class AnonymousCachedReads:
                 return
             body = bytes(JSONResponse(read.body(peeked.value)).body)
             answer = _Answer(read, body, entity_tag(body))
-            copies.keep(address.key, peeked.generations, peeked.snapshot, body, answer.tag)
+            if not peeked.stale:
+                copies.keep(address.key, peeked.generations, peeked.snapshot, body, answer.tag)
         scope[_ANSWER] = answer
         await self._answer_in_envelope(scope, receive, send)
 

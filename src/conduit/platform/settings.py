@@ -107,6 +107,7 @@ class Settings(BaseSettings):
 
     cache_enabled: bool = True
     cache_ttl_seconds: int = Field(default=300, ge=1)
+    cache_stale_while_rebuilding_seconds: float = Field(default=1.0, ge=0)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
     rate_limit_enabled: bool = True

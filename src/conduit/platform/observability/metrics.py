@@ -75,6 +75,12 @@ CACHE_HITS = Counter(
     "Reads answered from the cache, by cache name (article, articles, tags, profile...).",
     ["cache"],
 )
+CACHE_STALE_ANSWERS = Counter(
+    "conduit_cache_stale_answers_total",
+    "Anonymous reads answered from an entry a write had made stale, while another request "
+    "rebuilt it, by cache name.",
+    ["cache"],
+)
 CACHE_MISSES = Counter(
     "conduit_cache_misses_total",
     "Reads the cache could not answer and the database did, by cache name.",
