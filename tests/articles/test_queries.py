@@ -363,3 +363,27 @@ async def test_comments_read_nothing_of_their_article_but_its_key(
     missing = await client.get(f"/articles/{slug}-gone/comments")
     assert missing.status_code == 404
     assert missing.json() == {"errors": {"article": ["not found"]}}
+
+
+async def test_a_readers_page_costs_its_caller_its_keys_and_its_flags_one_statement_each(
+    client: httpx.AsyncClient, engine: AsyncEngine, jobs: JobRunner
+) -> None:
+    # The feed's keys come with their total, and which of the page the caller has favorited
+    # and whose authors they follow, in one statement each; everything else is cached.
+    world = await build_world(client)
+    await add_articles_until(client, world, SMALL)
+    await jobs.run_all()
+    headers = world.caller.headers
+    paths = ["/articles/feed", "/articles", f"/articles/{world.article_slugs[0]}"]
+    for path in paths:
+        await statements_for(client, engine, path, headers)  # fills the cache
+    costs = {
+        path: queries((await statements_for(client, engine, path, headers))[0]) for path in paths
+    }
+    feed, listing, article = costs.values()
+    assert len(feed) == 3, feed
+    assert "count(*)" in feed[1] and "feed_entry" in feed[1]
+    for statements in costs.values():
+        assert "WHERE user_account.id = " in statements[0]
+        assert "FROM favorite" in statements[-1] and "FROM follow" in statements[-1]
+    assert len(listing) == len(article) == 2, (listing, article)

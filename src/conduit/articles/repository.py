@@ -8,7 +8,7 @@ starts: `next_position`) costs nothing extra.
 """
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy import delete as sql_delete
@@ -41,6 +42,7 @@ from sqlalchemy.orm import aliased, contains_eager, defer, selectinload
 from conduit.articles.cursors import Position
 from conduit.articles.models import Article, ArticleTag, ArticleTally, Favorite, Tag
 from conduit.feed import repository as feed_repository
+from conduit.profiles.models import Follow
 
 R = TypeVar("R")
 
@@ -237,18 +239,36 @@ async def get_page(
 async def _unfiltered_page(session: AsyncSession, page_keys: Subquery, limit: int) -> KeyPage:
     """`get_page` of every article: the page and the count in one statement, and so from one
     snapshot, which a commit cannot come between."""
-    tally = select(func.coalesce(func.sum(ArticleTally.articles), 0).label("total")).subquery()
-    keys = select(*_KEY_COLUMNS).join(page_keys, page_keys.c.id == Article.id).subquery("keys")
-    # Outer-joined to the total, so that a page past the end still brings the count.
-    statement = (
-        select(tally.c.total, keys.c.id, keys.c.author_id, keys.c.slug, keys.c.created_at)
-        .select_from(tally.outerjoin(keys, true()))
-        .order_by(keys.c.created_at.desc(), keys.c.id.desc())
+    tally = select(func.coalesce(func.sum(ArticleTally.articles), 0))
+    keys = select(*_KEY_COLUMNS).join(page_keys, page_keys.c.id == Article.id)
+    return await _page_with_total(session, _with_total(keys, tally), limit)
+
+
+def _with_total(
+    keys: Select[int, int, str, datetime], total: Select[Any]
+) -> Select[Any, int, int, str, datetime]:
+    """The rows of `keys`, newest first, each with the one value `total` selects: outer-joined
+    to it, so that a page past the end still brings it."""
+    counted = total.subquery("counted")
+    found = keys.subquery("keys")
+    return (
+        select(counted.c[0], found.c.id, found.c.author_id, found.c.slug, found.c.created_at)
+        .select_from(counted.outerjoin(found, true()))
+        .order_by(found.c.created_at.desc(), found.c.id.desc())
     )
-    rows = list(await session.execute(statement))
+
+
+async def _page_with_total(
+    session: AsyncSession,
+    statement: Select[Any, int, int, str, datetime],
+    limit: int,
+    parameters: dict[str, Any] | None = None,
+) -> KeyPage:
+    """Run a `_with_total` statement that reads `limit + 1` keys, and cut the page."""
+    rows = list(await session.execute(statement, parameters))
     found = [ArticleKey(*row[1:]) for row in rows if row[1] is not None]
     page, next_position = _cut(found, [Position(key.created_at, key.id) for key in found], limit)
-    return KeyPage(page, int(rows[0][0]), next_position)
+    return KeyPage(page, int(rows[0][0] or 0), next_position)
 
 
 async def get_tag_page(
@@ -346,8 +366,10 @@ async def search_page(
 
 
 @functools.cache
-def _feed_keys(*, after: bool) -> Select[int, int, str, datetime]:
-    return _keys_of(feed_repository.page_keys(after=after))
+def _feed_page(*, after: bool) -> Select[Any, int, int, str, datetime]:
+    return _with_total(
+        _keys_of(feed_repository.page_keys(after=after)), feed_repository.count_statement()
+    )
 
 
 async def get_feed_page(
@@ -358,16 +380,15 @@ async def get_feed_page(
     offset: int = 0,
     after: Position | None = None,
 ) -> KeyPage:
-    """A page of the viewer's feed (see `conduit.feed`), newest first, and its total."""
-    total = await feed_repository.count(session, viewer_id)
+    """A page of the viewer's feed (see `conduit.feed`), newest first, and its total, in one
+    statement."""
     parameters = feed_repository.page_parameters(
         viewer_id,
         limit=limit + 1,
         offset=offset,
         after=None if after is None else (after.created_at, after.article_id),
     )
-    statement = _feed_keys(after=after is not None)
-    return await _newest_first_keys(session, statement, limit, total, parameters)
+    return await _page_with_total(session, _feed_page(after=after is not None), limit, parameters)
 
 
 async def get_by_slug(
@@ -390,18 +411,30 @@ async def get_key_by_slug(session: AsyncSession, slug: str) -> ArticleKey | None
     return None if found is None else ArticleKey(*found)
 
 
-async def favorited_among(
-    session: AsyncSession, user_id: int, article_ids: Sequence[int]
-) -> set[int]:
-    """The ids in `article_ids` that `user_id` has favorited: one query for a whole page."""
+async def favorited_and_followed(
+    session: AsyncSession,
+    viewer_id: int,
+    article_ids: Collection[int],
+    author_ids: Collection[int],
+) -> tuple[set[int], set[int]]:
+    """Which of `article_ids` the viewer has favorited and which of `author_ids` they follow:
+    one statement for a whole page. The viewer is never asked about themselves (the follow
+    table refuses it), as for an author reading their own article back after writing it."""
     if not article_ids:
-        return set()
-    result = await session.scalars(
-        select(Favorite.article_id).where(
-            Favorite.user_id == user_id, Favorite.article_id.in_(set(article_ids))
-        )
+        return set(), set()
+    statement: Any = select(literal("favorited"), Favorite.article_id).where(
+        Favorite.user_id == viewer_id, Favorite.article_id.in_(set(article_ids))
     )
-    return set(result)
+    others = set(author_ids) - {viewer_id}
+    if others:
+        followed = select(literal("followed"), Follow.followee_id).where(
+            Follow.follower_id == viewer_id, Follow.followee_id.in_(others)
+        )
+        statement = union_all(statement, followed)
+    flags: dict[str, set[int]] = {"favorited": set(), "followed": set()}
+    for flag, found in await session.execute(statement):
+        flags[flag].add(found)
+    return flags["favorited"], flags["followed"]
 
 
 async def slug_exists(session: AsyncSession, slug: str) -> bool:

@@ -449,9 +449,8 @@ async def get_cached(
         raise ArticleNotFound()
     article: dict[str, Any] = entry["article"]
     if viewer is not None:
-        favorited = await repository.favorited_among(session, viewer.id, [entry["id"]])
-        followed = await profiles_service.followed_among(
-            session, follower=viewer, candidates=[entry["authorId"]]
+        favorited, followed = await repository.favorited_and_followed(
+            session, viewer.id, [entry["id"]], [entry["authorId"]]
         )
         article = _as_seen_by(article, favorited=bool(favorited), following=bool(followed))
     return {"article": article}
@@ -553,10 +552,8 @@ async def _listing(
     listed = [(key, summary) for key, summary in zip(keys, summaries, strict=True) if summary]
     articles = [summary for _, summary in listed]
     if viewer is not None and listed:
-        ids = [key[0] for key, _ in listed]
-        favorited = await repository.favorited_among(session, viewer.id, ids)
-        followed = await profiles_service.followed_among(
-            session, follower=viewer, candidates={key[1] for key, _ in listed}
+        favorited, followed = await repository.favorited_and_followed(
+            session, viewer.id, [key[0] for key, _ in listed], {key[1] for key, _ in listed}
         )
         articles = [
             _as_seen_by(summary, favorited=key[0] in favorited, following=key[1] in followed)

@@ -214,10 +214,12 @@ _AFTER_CREATED_AT = bindparam("after_created_at", type_=DateTime(timezone=True))
 _AFTER_ID = bindparam("after_id", type_=BigInteger)
 
 
+@functools.cache
 def _authors_read_from_articles() -> CTE:
     """The followed authors whose articles the feed reads from `article`: few, since only the
     most followed are. The mode is compared with a literal so that the partial index on
-    those authors applies."""
+    those authors applies. One object, so that a statement holding both a page and the count
+    names it once."""
     return (
         select(FeedAuthor.author_id)
         .join(
@@ -292,7 +294,9 @@ def page_keys(*, after: bool) -> Subquery:
 
 
 @functools.cache
-def _count_statement() -> Select[tuple[int]]:
+def count_statement() -> Select[tuple[int]]:
+    """The number of articles in the follower's feed (bound by `page_parameters` or
+    `follower_id`), both sources together."""
     read_from_articles = _authors_read_from_articles()
     from_rows = (
         select(func.count())
@@ -314,4 +318,4 @@ def _count_statement() -> Select[tuple[int]]:
 
 async def count(session: AsyncSession, follower_id: int) -> int:
     """The number of articles in the follower's feed, both sources together."""
-    return await session.scalar(_count_statement(), {"follower_id": follower_id}) or 0
+    return await session.scalar(count_statement(), {"follower_id": follower_id}) or 0
