@@ -6,9 +6,10 @@ middleware that only routed requests need. This layer finds the entry at the add
 itself would read (the same function builds it), renders it, and keeps the rendered body and
 its tag as a local copy (see `platform.local_copies`), which answers the same request next time
 without asking Redis. Anything else goes on to the router unchanged, which answers, validates
-and fills the cache as always: a miss or a stale entry, an `Authorization` header (valid or
-not), a body, a parameter this layer does not know, or a value it cannot be sure the route
-would accept.
+and fills the cache as always: a miss or a stale entry (but while another request rebuilds a
+stale one, which is answered as it was: see `Cache.peek_or_stale`; such an answer is not kept
+as a local copy), an `Authorization` header (valid or not), a body, a parameter this layer
+does not know, or a value it cannot be sure the route would accept.
 
 It sits outside the app's middleware and sends what it answers through the `envelope` it is
 given: the same middleware every response passes (request id, security headers, access log,
@@ -84,7 +85,8 @@ Peeker = Callable[[Cache, Any], Awaitable[Peeked | None]]
 
 
 async def peek_entry(cache: Cache, address: CacheAddress) -> Peeked | None:
-    """The fresh entry at `address`, or None: the answer of most reads."""
+    """The entry at `address` if fresh, or as it was while another request rebuilds it; else
+    None. The answer of most reads."""
     snapshot = cache.changes.copies.snapshot(address.generations)
     found = await cache.peek_or_stale(address)
     if found is None:
@@ -99,8 +101,8 @@ class CachedRead:
     `path` (after the prefix) must match exactly the paths the route serves and none that an
     earlier route takes; `route` is its template (after the prefix), as metrics name it;
     `body` turns what `peek` found into the response body without changing it (the in-process
-    cache shares its objects). `peek` reads the address's entry; a read assembled from several
-    entries brings its own, which must find all of them or None.
+    cache shares its objects). `peek` reads the address's entry (`peek_entry`); a read assembled
+    from several entries brings its own, which must find all of them or None.
     """
 
     path: re.Pattern[str]
