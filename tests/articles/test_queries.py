@@ -382,8 +382,10 @@ async def test_a_readers_page_costs_its_caller_its_keys_and_its_flags_one_statem
     }
     feed, listing, article = costs.values()
     assert len(feed) == 3, feed
-    assert "count(*)" in feed[1] and "feed_entry" in feed[1]
+    assert "count(*)" in feed[1]
+    assert "feed_entry" in feed[1]
     for statements in costs.values():
         assert "WHERE user_account.id = " in statements[0]
-        assert "FROM favorite" in statements[-1] and "FROM follow" in statements[-1]
+        assert "FROM favorite" in statements[-1]
+        assert "FROM follow" in statements[-1]
     assert len(listing) == len(article) == 2, (listing, article)

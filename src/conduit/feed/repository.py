@@ -314,8 +314,3 @@ def count_statement() -> Select[tuple[int]]:
         .scalar_subquery()
     )
     return select(from_rows + from_articles)
-
-
-async def count(session: AsyncSession, follower_id: int) -> int:
-    """The number of articles in the follower's feed, both sources together."""
-    return await session.scalar(count_statement(), {"follower_id": follower_id}) or 0
