@@ -96,7 +96,7 @@ class Cache:
         self.changes = ChangeAnnouncements(settings)
         self._backend = CashewsCache(name=f"conduit-{uuid.uuid4().hex}")
         # Reads of several keys at once go straight to Redis: cashews decodes each value of a
-        # `get_many` in an asyncio task of its own, which cost twice the rest of the read.
+        # `get_many` in an asyncio task of its own, which cost about as much as the read itself.
         self._reader: Redis | None = None
         if settings.redis_url is None:
             # No expiry sweeper task: expired entries go on access or by LRU at the size cap.
