@@ -173,6 +173,11 @@ async def _newest_first_keys(
 ) -> KeyPage:
     """Run a newest-first key statement that reads `limit + 1` rows, and cut the page."""
     keys = [ArticleKey(*row) for row in await session.execute(statement, parameters)]
+    return _newest_first_page(keys, total, limit)
+
+
+def _newest_first_page(keys: list[ArticleKey], total: int, limit: int) -> KeyPage:
+    """The page of `limit` keys out of the `limit + 1` read newest first, with `total`."""
     page, next_position = _cut(keys, [Position(key.created_at, key.id) for key in keys], limit)
     return KeyPage(page, total, next_position)
 
@@ -267,8 +272,7 @@ async def _page_with_total(
     """Run a `_with_total` statement that reads `limit + 1` keys, and cut the page."""
     rows = list(await session.execute(statement, parameters))
     found = [ArticleKey(*row[1:]) for row in rows if row[1] is not None]
-    page, next_position = _cut(found, [Position(key.created_at, key.id) for key in found], limit)
-    return KeyPage(page, int(rows[0][0] or 0), next_position)
+    return _newest_first_page(found, int(rows[0][0] or 0), limit)
 
 
 async def get_tag_page(
