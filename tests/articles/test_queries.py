@@ -341,6 +341,34 @@ async def test_a_favorite_takes_the_new_count_from_its_own_update(
     assert gone.json()["article"]["favoritesCount"] == 1
 
 
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+async def test_a_favorite_reads_its_article_and_flags_once_and_counts_as_it_writes(
+    client: httpx.AsyncClient, engine: AsyncEngine, method: str
+) -> None:
+    # The article comes with its tags and whether the caller follows its author in the
+    # statement that finds it; the favorite and the count it moves are one statement.
+    author, fan = await register(client), await register(client)
+    await client.post(f"/profiles/{author.username}/follow", headers=fan.headers)
+    slug = (await create_article(client, author, tagList=["one", "two"]))["slug"]
+    if method == "DELETE":
+        await favorite(client, fan, slug)
+    with recorded_statements(engine) as statements:
+        response = await client.request(method, f"/articles/{slug}/favorite", headers=fan.headers)
+    assert response.status_code == 200, response.text
+    article = response.json()["article"]
+    assert (article["tagList"], article["author"]["following"]) == (["one", "two"], True)
+    recorded = queries(statements)
+    assert [sql for sql in recorded if "FROM article" in sql] == [recorded[1]], recorded
+    assert "JOIN tag" in recorded[1]
+    assert "JOIN follow" in recorded[1]
+    assert not [sql for sql in recorded if "FROM article_tag" in sql or "FROM follow" in sql]
+    changes = [sql for sql in recorded if sql.startswith(("INSERT", "DELETE", "UPDATE", "WITH"))]
+    changes = [sql for sql in changes if "domain_event" not in sql]
+    assert len(changes) == 1, changes
+    assert "favorite" in changes[0]
+    assert "UPDATE article SET favorites_count" in changes[0]
+
+
 async def test_comments_read_nothing_of_their_article_but_its_key(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

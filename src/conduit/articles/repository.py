@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import REGCONFIG, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, contains_eager, defer, selectinload
+from sqlalchemy.orm import aliased, contains_eager, defer, joinedload, selectinload
 
 from conduit.articles.cursors import Position
 from conduit.articles.models import Article, ArticleTag, ArticleTally, Favorite, Tag
@@ -49,8 +49,11 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class ArticleRow:
+    """An article as one caller sees it: whether they favorited it and follow its author."""
+
     article: Article
     favorited: bool
+    following: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +135,28 @@ def _viewer_parameters(viewer_id: int | None) -> dict[str, Any]:
 
 
 @functools.cache
-def _article_by_slug(*, viewer: bool) -> Select[Article, bool]:
-    statement = _with_author_and_tags(select(Article)).where(Article.slug == _SLUG)
-    return _with_favorited(statement, viewer=viewer)
+def _article_by_slug(*, viewer: bool) -> Select[Article, bool, bool]:
+    """One article with its author, its tags (joined: one statement, not two) and the viewer's
+    flags."""
+    statement = (
+        select(Article)
+        .join(Article.author)
+        .options(contains_eager(Article.author), joinedload(Article.tags))
+        .where(Article.slug == _SLUG)
+    )
+    if not viewer:
+        return _with_favorited(statement, viewer=False).add_columns(false())
+    # Nobody follows themselves (the follow table refuses it), so an author's own article
+    # reads as not followed without asking.
+    followed = aliased(Follow)
+    return (
+        _with_favorited(statement, viewer=True)
+        .outerjoin(
+            followed,
+            and_(followed.follower_id == _VIEWER_ID, followed.followee_id == Article.author_id),
+        )
+        .add_columns(followed.follower_id.is_not(None))
+    )
 
 
 def tagged_with(tag: str) -> ColumnElement[bool]:
@@ -400,8 +422,9 @@ async def get_by_slug(
 ) -> ArticleRow | None:
     statement = _article_by_slug(viewer=viewer_id is not None)
     parameters = {"slug": slug, **_viewer_parameters(viewer_id)}
-    result = (await session.execute(statement, parameters)).one_or_none()
-    return None if result is None else ArticleRow(result[0], bool(result[1]))
+    # Unique: the joined tags repeat the article's row once per tag.
+    found = (await session.execute(statement, parameters)).unique().one_or_none()
+    return None if found is None else ArticleRow(found[0], bool(found[1]), bool(found[2]))
 
 
 @functools.cache
@@ -471,41 +494,58 @@ async def delete(session: AsyncSession, article_id: int) -> None:
     )
 
 
-async def add_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> int | None:
-    """The article's new favorites count when the favorite is new (the counter moves only
-    then), else None."""
-    inserted = await session.scalar(
+_USER_ID = bindparam("user_id", type_=BigInteger)
+_ARTICLE_ID = bindparam("article_id", type_=BigInteger)
+
+
+@functools.cache
+def _favorite_counted() -> Any:
+    added = (
         insert(Favorite)
-        .values(user_id=user_id, article_id=article_id)
+        .values(user_id=_USER_ID, article_id=_ARTICLE_ID)
         .on_conflict_do_nothing()
         .returning(Favorite.article_id)
+        .cte("added")
     )
-    if inserted is None:
-        return None
-    return await _shift_favorites_count(session, article_id, +1)
+    return _shift_favorites_count(added, +1)
 
 
-async def remove_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> int | None:
-    """The article's new favorites count when there was a favorite to remove, else None."""
-    deleted = await session.scalar(
+@functools.cache
+def _unfavorite_counted() -> Any:
+    removed = (
         sql_delete(Favorite)
-        .where(Favorite.user_id == user_id, Favorite.article_id == article_id)
+        .where(Favorite.user_id == _USER_ID, Favorite.article_id == _ARTICLE_ID)
         .returning(Favorite.article_id)
+        .cte("removed")
     )
-    if deleted is None:
-        return None
-    return await _shift_favorites_count(session, article_id, -1)
+    return _shift_favorites_count(removed, -1)
 
 
-async def _shift_favorites_count(session: AsyncSession, article_id: int, delta: int) -> int:
-    shifted = await session.scalar(
+def _shift_favorites_count(changed: Any, delta: int) -> Any:
+    """The counter moved by `delta` in the statement that changed the favorite, and only if
+    it did: one round trip, and the count can never part from the rows."""
+    return (
         update(Article)
-        .where(Article.id == article_id)
+        .where(Article.id.in_(select(changed.c.article_id)))
         .values(favorites_count=Article.favorites_count + delta)
         .returning(Article.favorites_count)
         .execution_options(synchronize_session=False)
     )
-    return int(shifted or 0)
+
+
+async def add_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> int | None:
+    """The article's new favorites count when the favorite is new (the counter moves only
+    then), else None."""
+    parameters = {"user_id": user_id, "article_id": article_id}
+    count: int | None = await session.scalar(_favorite_counted(), parameters)
+    return count
+
+
+async def remove_favorite(session: AsyncSession, *, user_id: int, article_id: int) -> int | None:
+    """The article's new favorites count when there was a favorite to remove, else None."""
+    parameters = {"user_id": user_id, "article_id": article_id}
+    count: int | None = await session.scalar(_unfavorite_counted(), parameters)
+    return count
 
 
 async def tag_names_in_use(session: AsyncSession) -> list[str]:

@@ -143,7 +143,7 @@ async def create_article(
 ) -> ArticleEnvelope:
     language = _search_options(request).language
     row = await service.create(session, author=user, new=body.article, search_language=language)
-    envelope = ArticleEnvelope(article=await service.to_read(session, row, user))
+    envelope = ArticleEnvelope(article=service.to_read(row))
     idempotency.remember(session, envelope, status_code=status.HTTP_201_CREATED)
     return envelope
 
@@ -168,7 +168,7 @@ async def update_article(
     if not body.article.model_fields_set:
         raise ValidationFailed("must change at least one field", field="article")
     row = await service.update(session, row=row, editor=user, changes=body.article)
-    return ArticleEnvelope(article=await service.to_read(session, row, user))
+    return ArticleEnvelope(article=service.to_read(row))
 
 
 @router.delete(
@@ -187,7 +187,7 @@ async def favorite_article(
     user: CurrentUser, row: ArticleBySlug, session: SessionDep
 ) -> ArticleEnvelope:
     row = await service.favorite(session, row=row, user=user)
-    return ArticleEnvelope(article=await service.to_read(session, row, user))
+    return ArticleEnvelope(article=service.to_read(row))
 
 
 @router.delete("/articles/{slug}/favorite", tags=["Favorites"], summary="Unfavorite an article")
@@ -195,7 +195,7 @@ async def unfavorite_article(
     user: CurrentUser, row: ArticleBySlug, session: SessionDep
 ) -> ArticleEnvelope:
     row = await service.unfavorite(session, row=row, user=user)
-    return ArticleEnvelope(article=await service.to_read(session, row, user))
+    return ArticleEnvelope(article=service.to_read(row))
 
 
 @router.get(

@@ -213,12 +213,9 @@ def _summary_fields(row: ArticleRow, *, following: bool) -> dict[str, object]:
     }
 
 
-async def to_read(session: AsyncSession, row: ArticleRow, viewer: User | None) -> ArticleRead:
-    following = await profiles_service.is_following(
-        session, follower=viewer, followee=row.article.author
-    )
+def to_read(row: ArticleRow) -> ArticleRead:
     return ArticleRead.model_validate(
-        {**_summary_fields(row, following=following), "body": row.article.body}
+        {**_summary_fields(row, following=row.following), "body": row.article.body}
     )
 
 
@@ -394,7 +391,7 @@ async def favorite(session: AsyncSession, *, row: ArticleRow, user: User) -> Art
         invalidate_after_commit(session, article_generation(row.article.slug), FAVORITES)
         await _publish(session, "article.favorited", row.article, user_id=user.id)
     await _show_favorites_count(session, row.article, count)
-    return ArticleRow(row.article, favorited=True)
+    return ArticleRow(row.article, favorited=True, following=row.following)
 
 
 async def unfavorite(session: AsyncSession, *, row: ArticleRow, user: User) -> ArticleRow:
@@ -403,7 +400,7 @@ async def unfavorite(session: AsyncSession, *, row: ArticleRow, user: User) -> A
         invalidate_after_commit(session, article_generation(row.article.slug), FAVORITES)
         await _publish(session, "article.unfavorited", row.article, user_id=user.id)
     await _show_favorites_count(session, row.article, count)
-    return ArticleRow(row.article, favorited=False)
+    return ArticleRow(row.article, favorited=False, following=row.following)
 
 
 async def _show_favorites_count(session: AsyncSession, article: Article, count: int | None) -> None:
@@ -437,7 +434,7 @@ async def get_cached(
         row = await repository.get_by_slug(session, slug, viewer_id=None)
         if row is None:
             return None
-        read = await to_read(session, row, None)
+        read = to_read(row)
         return {
             "id": row.article.id,
             "authorId": row.article.author_id,

@@ -68,10 +68,6 @@ async def followed_among(
     return set(result.scalars())
 
 
-async def is_following(session: AsyncSession, *, follower: User | None, followee: User) -> bool:
-    return followee.id in await followed_among(session, follower=follower, candidates=[followee.id])
-
-
 async def follow(session: AsyncSession, *, follower: User, followee: User) -> None:
     if follower.id == followee.id:
         raise ValidationFailed("cannot follow yourself", field="profile")
