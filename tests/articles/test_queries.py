@@ -369,6 +369,36 @@ async def test_a_favorite_reads_its_article_and_flags_once_and_counts_as_it_writ
     assert "UPDATE article SET favorites_count" in changes[0]
 
 
+async def test_a_publication_finds_a_taken_slug_by_its_insert_and_reads_nothing_back(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    # The insert returns the id and timestamps and, on a taken slug, nothing (no check before
+    # it, no savepoint to roll back); the tags are created and linked one statement each.
+    author = await register(client)
+    first = await create_article(client, author, title="Same title", tagList=["b", "a"])
+    with recorded_statements(engine) as statements:
+        second = await create_article(client, author, title="Same title", tagList=["c", "a"])
+    assert first["slug"] == "same-title"
+    assert second["slug"].startswith("same-title-")
+    assert second["tagList"] == ["a", "c"]
+    assert second["createdAt"]
+    recorded = queries(statements)
+    # One savepoint: the request's own (the tests run each request's transaction in one).
+    assert len([sql for sql in statements if sql.startswith("SAVEPOINT")]) == 1, statements
+    on_articles = [
+        sql for sql in recorded if sql.startswith("INSERT INTO article") or "FROM article" in sql
+    ]
+    assert [sql.split(" (")[0] for sql in on_articles] == [
+        "INSERT INTO article",
+        "INSERT INTO article",
+        "INSERT INTO article_tag",
+    ], recorded
+    assert all("ON CONFLICT (slug) DO NOTHING RETURNING" in sql for sql in on_articles[:2])
+    assert len([sql for sql in recorded if sql.startswith("INSERT INTO tag ")]) == 1
+    tagged = await client.get("/articles", params={"tag": "c"})
+    assert [article["slug"] for article in tagged.json()["articles"]] == [second["slug"]]
+
+
 async def test_comments_read_nothing_of_their_article_but_its_key(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

@@ -35,14 +35,16 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects.postgresql import REGCONFIG, insert
+from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, contains_eager, defer, joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from conduit.articles.cursors import Position
 from conduit.articles.models import Article, ArticleTag, ArticleTally, Favorite, Tag
 from conduit.feed import repository as feed_repository
 from conduit.profiles.models import Follow
+from conduit.users.models import User
 
 R = TypeVar("R")
 
@@ -118,6 +120,8 @@ def _newest_first_after(position: Position) -> ColumnElement[bool]:
 # SQL, not the construction of the statement).
 _VIEWER_ID = bindparam("viewer_id", type_=BigInteger)
 _SLUG = bindparam("slug", type_=String)
+_USER_ID = bindparam("user_id", type_=BigInteger)
+_ARTICLE_ID = bindparam("article_id", type_=BigInteger)
 
 
 def _with_favorited(statement: Select[Article], *, viewer: bool) -> Select[Article, bool]:
@@ -464,9 +468,55 @@ async def favorited_and_followed(
     return flags["favorited"], flags["followed"]
 
 
-async def slug_exists(session: AsyncSession, slug: str) -> bool:
-    return bool(
-        await session.scalar(select(select(Article.id).where(Article.slug == slug).exists()))
+async def insert_unless_slug_taken(
+    session: AsyncSession, *, slug: str, author: User, tags: list[Tag], **values: Any
+) -> Article | None:
+    """The article inserted under `slug` with its tag links, or None (and nothing written)
+    when another article has that slug. Its id and timestamps come back with the insert."""
+    article: Article | None = await session.scalar(
+        insert(Article)
+        .values(slug=slug, author_id=author.id, **values)
+        .on_conflict_do_nothing(index_elements=[Article.slug])
+        .returning(Article)
+    )
+    if article is None:
+        return None
+    set_committed_value(article, "author", author)
+    set_committed_value(article, "tags", tags)
+    if tags:
+        links = {
+            "article_id": article.id,
+            "tag_ids": [tag.id for tag in tags],
+            "created_at": article.created_at,
+        }
+        await session.execute(_link_tags(), links)
+    return article
+
+
+# Many rows in one statement whose text is the same however many there are (an array
+# unnested), so that SQLAlchemy compiles it once: a multi-row VALUES is compiled anew each time.
+# On the tables, not the classes: with parameters, an insert into a class is an ORM bulk insert.
+@functools.cache
+def _link_tags() -> Any:
+    links = ArticleTag.metadata.tables[ArticleTag.__tablename__]
+    return insert(links).from_select(
+        [links.c.article_id, links.c.tag_id, links.c.article_created_at],
+        select(
+            _ARTICLE_ID,
+            func.unnest(bindparam("tag_ids", type_=ARRAY(BigInteger))),
+            bindparam("created_at", type_=DateTime(timezone=True)),
+        ),
+    )
+
+
+@functools.cache
+def _add_missing_tags() -> Any:
+    names = func.unnest(bindparam("names", type_=ARRAY(String)))
+    tags = Tag.metadata.tables[Tag.__tablename__]
+    return (
+        insert(tags)
+        .from_select([tags.c.name], select(names))
+        .on_conflict_do_nothing(index_elements=[tags.c.name])
     )
 
 
@@ -475,11 +525,7 @@ async def tags_by_name(session: AsyncSession, names: Iterable[str]) -> list[Tag]
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
-    await session.execute(
-        insert(Tag)
-        .values([{"name": name} for name in wanted])
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
+    await session.execute(_add_missing_tags(), {"names": wanted})
     # Python compares code points, which for UTF-8 is the byte order of the "C" collation.
     result = await session.scalars(select(Tag).where(Tag.name.in_(wanted)))
     return sorted(result, key=lambda tag: tag.name)
@@ -492,10 +538,6 @@ async def delete(session: AsyncSession, article_id: int) -> None:
         .where(Article.id == article_id)
         .execution_options(synchronize_session=False)
     )
-
-
-_USER_ID = bindparam("user_id", type_=BigInteger)
-_ARTICLE_ID = bindparam("article_id", type_=BigInteger)
 
 
 @functools.cache

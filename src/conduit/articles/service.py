@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -305,39 +304,33 @@ def ensure_author(article: Article, user: User) -> None:
         raise NotArticleAuthor()
 
 
-async def _insert_with_unique_slug(session: AsyncSession, article: Article, title: str) -> None:
-    base = slugs.base_slug(title)
-    candidate = base
-    if base in slugs.RESERVED or await repository.slug_exists(session, base):
-        candidate = slugs.with_suffix(base)
-    for _ in range(SLUG_ATTEMPTS):
-        article.slug = candidate
-        try:
-            async with session.begin_nested():
-                session.add(article)
-                await session.flush()
-            return
-        except IntegrityError:
-            # Another writer took the slug between the check and the insert.
-            candidate = slugs.with_suffix(base)
-    raise ValidationFailed("could not be made unique; try a different title", field="slug")
-
-
 async def create(
     session: AsyncSession, *, author: User, new: NewArticle, search_language: str
 ) -> ArticleRow:
-    """Publish `new`, indexed for search under the text search configuration given."""
-    article = Article(
-        search_language=search_language,
-        title=new.title,
-        description=new.description,
-        body=new.body,
-        author=author,
-        favorites_count=0,
-        tags=await repository.tags_by_name(session, new.tag_list),
-    )
-    await _insert_with_unique_slug(session, article, new.title)
-    await session.refresh(article, ["created_at", "updated_at"])
+    """Publish `new`, indexed for search under the text search configuration given.
+
+    Its slug is the title's, or the title's with a random suffix when another article has that
+    one: the insert itself finds out (no check before it that another writer could outrun).
+    """
+    tags = await repository.tags_by_name(session, new.tag_list)
+    base = slugs.base_slug(new.title)
+    candidate = slugs.with_suffix(base) if base in slugs.RESERVED else base
+    for _ in range(SLUG_ATTEMPTS):
+        article = await repository.insert_unless_slug_taken(
+            session,
+            slug=candidate,
+            author=author,
+            tags=tags,
+            title=new.title,
+            description=new.description,
+            body=new.body,
+            search_language=search_language,
+        )
+        if article is not None:
+            break
+        candidate = slugs.with_suffix(base)
+    else:
+        raise ValidationFailed("could not be made unique; try a different title", field="slug")
     invalidate_after_commit(session, article_generation(article.slug), ARTICLE_LISTS, TAGS)
     await _publish(session, "article.published", article)
     return ArticleRow(article, favorited=False)
