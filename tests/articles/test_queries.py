@@ -399,6 +399,22 @@ async def test_a_publication_finds_a_taken_slug_by_its_insert_and_reads_nothing_
     assert [article["slug"] for article in tagged.json()["articles"]] == [second["slug"]]
 
 
+async def test_a_write_records_its_event_and_asks_whether_webhooks_listen_in_one_statement(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    author, reader = await register(client), await register(client)
+    slug = (await create_article(client, author))["slug"]
+    with recorded_statements(engine) as statements:
+        response = await client.post(
+            f"/articles/{slug}/comments", json={"comment": {"body": "Hi"}}, headers=reader.headers
+        )
+    assert response.status_code == 200, response.text
+    on_events = [sql for sql in statements if "domain_event" in sql or "webhook_endpoint" in sql]
+    assert len(on_events) == 1, on_events
+    assert on_events[0].startswith("WITH recorded AS \n(INSERT INTO domain_event ")
+    assert "FROM webhook_endpoint" in on_events[0]
+
+
 async def test_comments_read_nothing_of_their_article_but_its_key(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -261,22 +261,12 @@ async def redeliver(
     return delivery
 
 
-# Asked by every write that publishes an event, so built once.
-_ANY_ENDPOINT_RECEIVES = select(
-    exists().where(
-        WebhookEndpoint.active,
-        WebhookEndpoint.event_types.contains(
-            bindparam("event_types", type_=WebhookEndpoint.event_types.type)
-        ),
-    )
-)
-
-
-async def any_endpoint_receives(session: AsyncSession, event_type: str) -> bool:
+def any_endpoint_receives(event_type: str) -> ColumnElement[bool]:
     """Whether any active endpoint takes `event_type` at all, whoever it belongs to: the cheap
-    question a write asks before queueing the fan-out."""
-    found = await session.scalar(_ANY_ENDPOINT_RECEIVES, {"event_types": [event_type]})
-    return bool(found)
+    question a write asks, in the statement recording its event, before queueing the fan-out."""
+    return exists().where(
+        WebhookEndpoint.active, WebhookEndpoint.event_types.contains([event_type])
+    )
 
 
 async def endpoints_for_event(

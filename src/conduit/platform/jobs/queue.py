@@ -8,6 +8,7 @@ pgqueuer.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -16,11 +17,17 @@ from typing import Any
 import asyncpg
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
-from sqlalchemy import text
+from sqlalchemy import Executable, bindparam, insert, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.platform.jobs.models import DomainEvent
-from conduit.platform.jobs.registry import EVENT_TYPES, Event, JsonObject, registry
+from conduit.platform.jobs.registry import (
+    EVENT_TYPES,
+    Event,
+    JsonObject,
+    Subscription,
+    registry,
+)
 
 
 async def _queries(session: AsyncSession) -> Queries:
@@ -73,18 +80,21 @@ async def publish(session: AsyncSession, event_type: str, **data: Any) -> Event:
     if event_type not in EVENT_TYPES:
         raise LookupError(f"unknown event type {event_type!r}")
     event = Event(id=uuid.uuid4(), type=event_type, occurred_at=datetime.now(UTC), data=data)
-    session.add(
-        DomainEvent(id=event.id, type=event.type, data=event.data, occurred_at=event.occurred_at)
-    )
-    subscribers = [
-        subscriber
-        for subscriber in registry.subscribers_of(event_type)
-        if subscriber.audience is None or await subscriber.audience(session, event_type)
+    subscribers = tuple(registry.subscribers_of(event_type))
+    recorded = {
+        "event_id": event.id,
+        "event_type": event.type,
+        "event_data": event.data,
+        "event_occurred_at": event.occurred_at,
+    }
+    result = await session.execute(_recording(event_type, subscribers), recorded)
+    answers = result.one() if subscribers else ()
+    names = [
+        subscriber.name for subscriber, wanted in zip(subscribers, answers, strict=True) if wanted
     ]
-    if subscribers:
+    if names:
         queries = await _queries(session)
         body = encode(event.to_json())
-        names = [subscriber.name for subscriber in subscribers]
         await queries.enqueue(
             names,
             [body] * len(names),
@@ -92,6 +102,27 @@ async def publish(session: AsyncSession, event_type: str, **data: Any) -> Event:
             dedupe_key=[handling_key(event.id, name) for name in names],
         )
     return event
+
+
+@functools.cache
+def _recording(event_type: str, subscribers: tuple[Subscription, ...]) -> Executable:
+    """One statement that records an event of `event_type` and answers, for each subscriber,
+    whether to queue it (the audience's condition, or true); the insert alone for none."""
+    events = DomainEvent.metadata.tables[DomainEvent.__tablename__]
+    record = insert(events).values(
+        id=bindparam("event_id", type_=events.c.id.type),
+        type=bindparam("event_type", type_=events.c.type.type),
+        data=bindparam("event_data", type_=events.c.data.type),
+        occurred_at=bindparam("event_occurred_at", type_=events.c.occurred_at.type),
+    )
+    if not subscribers:
+        return record
+    answers = [
+        true() if subscriber.audience is None else subscriber.audience(event_type)
+        for subscriber in subscribers
+    ]
+    # PostgreSQL runs a data-modifying WITH whether or not the query reads it.
+    return select(*answers).add_cte(record.cte("recorded"))
 
 
 def handling_key(event_id: uuid.UUID, handler: str) -> str:

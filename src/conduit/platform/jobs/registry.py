@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy import ColumnElement
 
     from conduit.platform.jobs.context import JobContext
 
@@ -47,8 +47,9 @@ class Event:
 JobHandler = Callable[["JobContext", JsonObject], Awaitable[None]]
 EventHandler = Callable[["JobContext", Event], Awaitable[None]]
 PeriodicHandler = Callable[["JobContext"], Awaitable[None]]
-# Whether an event of this type could concern anyone now, asked in the publishing transaction.
-Audience = Callable[["AsyncSession", str], Awaitable[bool]]
+# The SQL condition under which an event of this type could concern anyone now: asked in the
+# statement that records the event, so the question costs a write no round trip of its own.
+Audience = Callable[[str], "ColumnElement[bool]"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class Subscription:
     event_types: tuple[str, ...]
     handler: EventHandler
     max_attempts: int | None = None
-    # When it answers False, the event is not queued for this handler at all: a handler with
-    # nobody to serve most of the time (webhooks) costs a write nothing but this question.
+    # When it is false, the event is not queued for this handler at all: a handler with nobody
+    # to serve most of the time (webhooks) costs a write nothing but this condition.
     audience: Audience | None = None
 
 
