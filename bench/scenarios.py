@@ -55,6 +55,10 @@ class Scenario:
         return f"{self.name}.alongside"
 
 
+def _only(mix: Mapping[str, float], kinds: tuple[str, ...]) -> dict[str, float]:
+    return {kind: weight for kind, weight in mix.items() if kind in kinds}
+
+
 def _with_logins(mix: Mapping[str, float], share: float) -> dict[str, float]:
     total = sum(mix.values())
     scaled = {kind: weight * (1 - share) for kind, weight in mix.items()}
@@ -78,6 +82,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("profile", {"profile": 1}, "GET /profiles/:username, anonymous"),
         Scenario("feed", {"feed": 1}, "GET /articles/feed with a token, first pages"),
         Scenario("search", {"search": 1}, "GET /articles?q=<word> (plain list without search)"),
+        # The mix's two halves alone: what each costs without the other, against which the
+        # mix's own cost shows what its writes do to its reads (caches made stale, mostly).
+        Scenario("mix_reads", _only(MIX, READ_KINDS), "the mix's reads alone, in its proportions"),
         # Last of the reads: deep offsets leave long queries running in the database after their
         # window, which would slow whatever ran next.
         Scenario(
@@ -94,6 +101,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("comment", {"comment": 1}, "POST /articles/:slug/comments"),
         Scenario("favorite", {"favorite": 1}, "POST or DELETE /articles/:slug/favorite"),
         Scenario("create", {"create": 1}, "POST /articles with a unique title"),
+        Scenario(
+            "mix_writes", _only(MIX, WRITE_KINDS), "the mix's writes alone, in its proportions"
+        ),
         Scenario("login", {LOGIN_KIND: 1}, "POST /users/login (password hashing included)"),
         Scenario("mix", dict(MIX), "85 % reads, 15 % writes"),
         Scenario("mix_login", _with_logins(MIX, 0.05), "the mix with 5 % logins"),

@@ -91,6 +91,15 @@ class TestScenarios:
         writes = sum(weights[kind] for kind in WRITE_KINDS)
         assert reads / (reads + writes) == pytest.approx(0.85)
 
+    def test_the_mixs_halves_keep_its_proportions(self) -> None:
+        names = ("mix", "mix_reads", "mix_writes")
+        mix, reads, writes = (SCENARIOS[name].weights for name in names)
+        assert {**reads, **writes} == mix
+        assert set(reads) == set(mix) & set(READ_KINDS)
+        assert set(writes) == set(mix) & set(WRITE_KINDS)
+        assert SCENARIOS["mix_reads"].read_only
+        assert not SCENARIOS["mix_writes"].read_only
+
     def test_mix_with_logins(self) -> None:
         weights = SCENARIOS["mix_login"].weights
         total = sum(weights.values())
