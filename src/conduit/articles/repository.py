@@ -43,6 +43,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from conduit.articles.cursors import Position
 from conduit.articles.models import Article, ArticleTag, ArticleTally, Favorite, Tag
 from conduit.feed import repository as feed_repository
+from conduit.platform.db.base import table_of
 from conduit.profiles.models import Follow
 from conduit.users.models import User
 
@@ -495,10 +496,9 @@ async def insert_unless_slug_taken(
 
 # Many rows in one statement whose text is the same however many there are (an array
 # unnested), so that SQLAlchemy compiles it once: a multi-row VALUES is compiled anew each time.
-# On the tables, not the classes: with parameters, an insert into a class is an ORM bulk insert.
 @functools.cache
 def _link_tags() -> Any:
-    links = ArticleTag.metadata.tables[ArticleTag.__tablename__]
+    links = table_of(ArticleTag)
     return insert(links).from_select(
         [links.c.article_id, links.c.tag_id, links.c.article_created_at],
         select(
@@ -512,7 +512,7 @@ def _link_tags() -> Any:
 @functools.cache
 def _add_missing_tags() -> Any:
     names = func.unnest(bindparam("names", type_=ARRAY(String)))
-    tags = Tag.metadata.tables[Tag.__tablename__]
+    tags = table_of(Tag)
     return (
         insert(tags)
         .from_select([tags.c.name], select(names))

@@ -20,6 +20,7 @@ from pgqueuer.queries import Queries
 from sqlalchemy import Executable, bindparam, insert, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from conduit.platform.db.base import table_of
 from conduit.platform.jobs.models import DomainEvent
 from conduit.platform.jobs.registry import (
     EVENT_TYPES,
@@ -108,7 +109,7 @@ async def publish(session: AsyncSession, event_type: str, **data: Any) -> Event:
 def _recording(event_type: str, subscribers: tuple[Subscription, ...]) -> Executable:
     """One statement that records an event of `event_type` and answers, for each subscriber,
     whether to queue it (the audience's condition, or true); the insert alone for none."""
-    events = DomainEvent.metadata.tables[DomainEvent.__tablename__]
+    events = table_of(DomainEvent)
     record = insert(events).values(
         id=bindparam("event_id", type_=events.c.id.type),
         type=bindparam("event_type", type_=events.c.type.type),
