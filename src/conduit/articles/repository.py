@@ -8,7 +8,7 @@ starts: `next_position`) costs nothing extra.
 """
 
 import functools
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -90,9 +90,14 @@ class Search:
     max_results: int
 
 
-def _with_author_and_tags(statement: Select[Article]) -> Select[Article]:
+def _with_author_and_tags(
+    statement: Select[Article], *, tags: Callable[[Any], Any] = selectinload
+) -> Select[Article]:
+    """`statement` with each article's author joined and its tags loaded by `tags`: a second
+    statement for them all (`selectinload`, for many articles), or joined (`joinedload`, for
+    one, whose row repeats once per tag)."""
     return statement.join(Article.author).options(
-        contains_eager(Article.author), selectinload(Article.tags)
+        contains_eager(Article.author), tags(Article.tags)
     )
 
 
@@ -143,12 +148,7 @@ def _viewer_parameters(viewer_id: int | None) -> dict[str, Any]:
 def _article_by_slug(*, viewer: bool) -> Select[Article, bool, bool]:
     """One article with its author, its tags (joined: one statement, not two) and the viewer's
     flags."""
-    statement = (
-        select(Article)
-        .join(Article.author)
-        .options(contains_eager(Article.author), joinedload(Article.tags))
-        .where(Article.slug == _SLUG)
-    )
+    statement = _with_author_and_tags(select(Article), tags=joinedload).where(Article.slug == _SLUG)
     if not viewer:
         return _with_favorited(statement, viewer=False).add_columns(false())
     # Nobody follows themselves (the follow table refuses it), so an author's own article
