@@ -6,9 +6,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conduit.app import create_app
 from conduit.platform.settings import Settings, SettingsError
+from tests.articles.test_queries import recorded_statements
 from tests.helpers import (
     Account,
     create_article,
@@ -110,6 +112,9 @@ class TestMatching:
     async def test_follows_edits_and_deletions(self, client: httpx.AsyncClient) -> None:
         author = await register(client)
         slug = await publish(client, author, title="Phoenix rising")
+        # Both searched, so both cached, before the edit.
+        assert slugs_of(await search(client, "phoenix")) == [slug]
+        assert slugs_of(await search(client, "hydra")) == []
         response = await client.put(
             f"/articles/{slug}", json={"article": {"title": "Hydra rising"}}, headers=author.headers
         )
@@ -121,6 +126,48 @@ class TestMatching:
         response = await client.delete(f"/articles/{slug}", headers=author.headers)
         assert response.status_code == 204
         assert slugs_of(await search(client, "hydra")) == []
+
+
+class TestCaching:
+    async def test_a_new_article_leaves_cached_the_searches_for_words_it_lacks(
+        self, client: httpx.AsyncClient, engine: AsyncEngine
+    ) -> None:
+        author = await register(client)
+        slug = await publish(client, author, title="Manticores at dusk")
+        assert slugs_of(await search(client, "manticore")) == [slug]
+
+        await publish(client, author, title="Centaurs at dawn", body="Hooves and arrows")
+        with recorded_statements(engine) as statements:
+            listing = await search(client, "manticore")
+
+        assert statements == []
+        assert slugs_of(listing) == [slug]
+
+    async def test_a_new_article_is_found_at_once_by_searches_for_its_words(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        author = await register(client)
+        first = await publish(client, author, title="Taming dragons")
+        assert slugs_of(await search(client, "dragons tamed")) == [first]
+
+        # Another form of the words: the same lexemes.
+        second = await publish(client, author, title="A tame dragon", body="Very tame")
+
+        listing = await search(client, "dragons tamed")
+        assert set(slugs_of(listing)) == {first, second}
+        assert listing["articlesCount"] == 2
+
+    async def test_a_search_excluding_a_word_finds_new_articles_without_it(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        author = await register(client)
+        await publish(client, author, title="Selkies of the sea")
+        assert slugs_of(await search(client, "-selkie")) == []
+
+        # Holds none of the search's words, and matches it.
+        slug = await publish(client, author, title="Kelpies of the loch")
+
+        assert slugs_of(await search(client, "-selkie")) == [slug]
 
 
 class TestFilters:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     Subquery,
+    Text,
     and_,
     bindparam,
     cast,
@@ -471,17 +472,21 @@ async def favorited_and_followed(
 
 async def insert_unless_slug_taken(
     session: AsyncSession, *, slug: str, author: User, tags: list[Tag], **values: Any
-) -> Article | None:
-    """The article inserted under `slug` with its tag links, or None (and nothing written)
-    when another article has that slug. Its id and timestamps come back with the insert."""
-    article: Article | None = await session.scalar(
-        insert(Article)
-        .values(slug=slug, author_id=author.id, **values)
-        .on_conflict_do_nothing(index_elements=[Article.slug])
-        .returning(Article)
-    )
-    if article is None:
+) -> tuple[Article, list[str]] | None:
+    """The article inserted under `slug` with its tag links, and the lexemes it is indexed
+    under for search; or None (and nothing written) when another article has that slug. Its
+    id and timestamps come back with the insert."""
+    inserted = (
+        await session.execute(
+            insert(Article)
+            .values(slug=slug, author_id=author.id, **values)
+            .on_conflict_do_nothing(index_elements=[Article.slug])
+            .returning(Article, func.tsvector_to_array(Article.search))
+        )
+    ).first()
+    if inserted is None:
         return None
+    article, lexemes = inserted
     set_committed_value(article, "author", author)
     set_committed_value(article, "tags", tags)
     if tags:
@@ -491,7 +496,7 @@ async def insert_unless_slug_taken(
             "created_at": article.created_at,
         }
         await session.execute(_link_tags(), links)
-    return article
+    return article, lexemes
 
 
 # Many rows in one statement whose text is the same however many there are (an array
@@ -607,3 +612,20 @@ async def text_search_configuration_exists(session: AsyncSession, name: str) -> 
         {"name": name},
     )
     return bool(found)
+
+
+async def search_query_text(session: AsyncSession, *, language: str, text: str) -> str:
+    """PostgreSQL's text of the tsquery that the search `text` parses to under `language`."""
+    parsed = await session.scalar(_SEARCH_QUERY_TEXT, {"language": language, "search_text": text})
+    return parsed or ""
+
+
+_SEARCH_QUERY_TEXT = select(
+    cast(
+        func.websearch_to_tsquery(
+            cast(bindparam("language", type_=String), REGCONFIG),
+            bindparam("search_text", type_=String),
+        ),
+        Text,
+    )
+)

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from conduit.articles import cursors, service
+from conduit.articles import cursors, search_terms, service
 from conduit.articles.dependencies import ArticleBySlug, SlugPath
 from conduit.articles.schemas import (
     ArticleEnvelope,
@@ -229,10 +229,16 @@ def _list_address(
     search = query.get("q")
     if limit is None or offset is None or (search is not None and not search.strip()):
         return None
+    terms = None
+    if search is not None:
+        # Known once this process's route has parsed the search.
+        terms = search_terms.known(settings.search_language, search)
+        if terms is None:
+            return None
     filters = service.ArticleFilters(
         tag=query.get("tag"), author=query.get("author"), favorited=query.get("favorited"), q=search
     )
-    return service.listing_address(filters, PageRequest(limit=limit, offset=offset))
+    return service.listing_address(filters, PageRequest(limit=limit, offset=offset), terms)
 
 
 def _listing_body(listing: dict[str, Any]) -> Any:

@@ -14,6 +14,10 @@ several pages. A publication only pushes the articles after the newest down by o
 first block is read again after one; each later block also holds the `BLOCK_SLACK` keys before
 its own, and a page is cut from it as far down as the publications since it was read (the
 difference of the two blocks' totals) have pushed it.
+
+A search's page depends on the search's own words rather than on every list: a publication
+makes stale only the searches for the lexemes it holds (see `search_terms`), an edit or a
+deletion every search.
 """
 
 import hashlib
@@ -26,7 +30,7 @@ from sqlalchemy import ColumnElement, func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from conduit.articles import cursors, repository, slugs
+from conduit.articles import cursors, repository, search_terms, slugs
 from conduit.articles.cursors import Position
 from conduit.articles.models import Article
 from conduit.articles.repository import ArticleRow, KeyPage
@@ -36,6 +40,7 @@ from conduit.articles.schemas import (
     NewArticle,
     UpdateArticle,
 )
+from conduit.articles.search_terms import SearchTerms
 from conduit.platform.cache import Cache, CacheAddress, invalidate_after_commit
 from conduit.platform.cached_reads import Peeked, peek_entry
 from conduit.platform.errors import Forbidden, NotFound, ValidationFailed
@@ -53,6 +58,9 @@ ARTICLE_LISTS = "articles"
 ARTICLES_REMOVED = "articles:removed"
 FAVORITES = "favorites"
 TAGS = "tags"
+# Which articles any search finds, but for a publication: an edit or a deletion. A publication
+# changes only the searches for its lexemes (`search_generation`).
+SEARCHES = "articles:searched"
 # Part of a cached list's key: a new layout of the entry must not read entries of the old one.
 LIST_ENTRY_FORMAT = 4
 # The unfiltered list's pages among its newest NEWEST_LISTED articles are cut from blocks of
@@ -68,6 +76,18 @@ BLOCK_SLACK = 50
 
 def article_generation(slug: str) -> str:
     return f"article:{slug}"
+
+
+def search_generation(lexeme: str) -> str:
+    """Which articles the searches for `lexeme` find, as publications change it."""
+    return f"search:{lexeme}"
+
+
+def _search_generations(terms: SearchTerms) -> tuple[str, ...]:
+    if terms.excludes:
+        # Any new article without the excluded word may match.
+        return (ARTICLE_LISTS,)
+    return (SEARCHES, *(search_generation(lexeme) for lexeme in terms.lexemes))
 
 
 class ArticleNotFound(NotFound):
@@ -171,14 +191,20 @@ _PAGE_FIELDS = tuple(field.name for field in fields(PageRequest))
 _UNFILTERED = ArticleFilters()
 
 
-def listing_address(filters: ArticleFilters, request: PageRequest) -> ListingAddress:
-    """Where the page `request` of the list `filters` comes from."""
+def listing_address(
+    filters: ArticleFilters, request: PageRequest, terms: SearchTerms | None = None
+) -> ListingAddress:
+    """Where the page `request` of the list `filters` comes from; a search's needs its `terms`."""
     described = {name: getattr(filters, name) for name in _FILTER_FIELDS}
     described.update((name, getattr(request, name)) for name in _PAGE_FIELDS)
     query = json.dumps(described, sort_keys=True)
     key = f"articles:{LIST_ENTRY_FORMAT}:{hashlib.sha256(query.encode()).hexdigest()[:32]}"
     block, start = divmod(request.offset, LIST_BLOCK)
     generations: tuple[str, ...] = (ARTICLE_LISTS,)
+    if filters.q is not None:
+        if terms is None:
+            raise ValueError("a search's address needs its terms")
+        generations = _search_generations(terms)
     if (
         filters == _UNFILTERED
         and request.cursor is None
@@ -316,7 +342,7 @@ async def create(
     base = slugs.base_slug(new.title)
     candidate = slugs.with_suffix(base) if base in slugs.RESERVED else base
     for _ in range(SLUG_ATTEMPTS):
-        article = await repository.insert_unless_slug_taken(
+        inserted = await repository.insert_unless_slug_taken(
             session,
             slug=candidate,
             author=author,
@@ -326,12 +352,19 @@ async def create(
             body=new.body,
             search_language=search_language,
         )
-        if article is not None:
+        if inserted is not None:
             break
         candidate = slugs.with_suffix(base)
     else:
         raise ValidationFailed("could not be made unique; try a different title", field="slug")
-    invalidate_after_commit(session, article_generation(article.slug), ARTICLE_LISTS, TAGS)
+    article, lexemes = inserted
+    invalidate_after_commit(
+        session,
+        article_generation(article.slug),
+        ARTICLE_LISTS,
+        TAGS,
+        *(search_generation(lexeme) for lexeme in lexemes),
+    )
     await _publish(session, "article.published", article)
     return ArticleRow(article, favorited=False)
 
@@ -352,7 +385,7 @@ async def update(
     article.updated_at = func.now()
     await session.flush()
     await session.refresh(article, ["updated_at"])
-    stale = [article_generation(article.slug), ARTICLE_LISTS]
+    stale = [article_generation(article.slug), ARTICLE_LISTS, SEARCHES]
     invalidate_after_commit(session, *stale, *([TAGS] if changes.tag_list is not None else []))
     await _publish(session, "article.updated", article)
     return row
@@ -362,7 +395,13 @@ async def delete(session: AsyncSession, *, row: ArticleRow, user: User) -> None:
     if row.article.author_id != user.id and not user.can_moderate:
         raise NotArticleAuthorOrModerator()
     await repository.delete(session, row.article.id)
-    stale = [article_generation(row.article.slug), ARTICLE_LISTS, ARTICLES_REMOVED, TAGS]
+    stale = [
+        article_generation(row.article.slug),
+        ARTICLE_LISTS,
+        ARTICLES_REMOVED,
+        SEARCHES,
+        TAGS,
+    ]
     invalidate_after_commit(session, *stale)
     await _publish(session, "article.deleted", row.article)
 
@@ -467,7 +506,10 @@ async def list_cached(
 ) -> dict[str, Any]:
     """A page of articles as `viewer` sees it, in wire format (an `ArticleList`, dumped): a
     cache hit has nothing to validate, since each part was a model when it was stored."""
-    address = listing_address(filters, request)
+    terms = None
+    if filters.q is not None:
+        terms = await parsed_search(session, language=search.language, text=filters.q)
+    address = listing_address(filters, request, terms)
     if address.keys is None:
         keys, total, next_cursor = await _front_page(session, cache, address)
     else:
@@ -478,6 +520,16 @@ async def list_cached(
 
         keys, total, next_cursor = _unpacked(await cache.get_or_load(address.keys, load=load_keys))
     return await _listing(session, cache, keys, total, next_cursor, viewer)
+
+
+async def parsed_search(session: AsyncSession, *, language: str, text: str) -> SearchTerms:
+    """The terms of the search `text`: as this process parsed it before, or as PostgreSQL does."""
+    terms = search_terms.known(language, text)
+    if terms is None:
+        query = await repository.search_query_text(session, language=language, text=text)
+        terms = search_terms.parsed(query)
+        search_terms.remember(language, text, terms)
+    return terms
 
 
 async def _front_page(
