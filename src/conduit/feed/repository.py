@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     Subquery,
     and_,
+    any_,
     bindparam,
     case,
     exists,
@@ -34,11 +35,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from conduit.articles.models import Article
 from conduit.feed.models import FanOut, FeedAuthor, FeedEntry
+from conduit.platform.db.base import table_of
 from conduit.profiles.models import Follow
 from conduit.users.models import User
 
@@ -59,23 +61,9 @@ class AuthorState:
 async def lock_author(session: AsyncSession, author_id: int) -> AuthorState | None:
     """Lock the author's feed state for the rest of the transaction (creating it, in fan-out
     on write, on first use); None when the account no longer exists."""
-    await session.execute(
-        insert(FeedAuthor)
-        .from_select(["author_id"], select(User.id).where(User.id == author_id))
-        .on_conflict_do_nothing(index_elements=["author_id"])
-    )
-    row = (
-        await session.execute(
-            select(
-                FeedAuthor.mode,
-                FeedAuthor.settled,
-                FeedAuthor.cursor_created_at,
-                FeedAuthor.cursor_article_id,
-            )
-            .where(FeedAuthor.author_id == author_id)
-            .with_for_update()
-        )
-    ).one_or_none()
+    parameters = {"author_id": author_id}
+    await session.execute(_start_author_state(), parameters)
+    row = (await session.execute(_locked_author_state(), parameters)).one_or_none()
     if row is None:
         return None
     mode, settled, cursor_created_at, cursor_article_id = row
@@ -83,6 +71,34 @@ async def lock_author(session: AsyncSession, author_id: int) -> AuthorState | No
     if cursor_created_at is not None and cursor_article_id is not None:
         cursor = (cursor_created_at, cursor_article_id)
     return AuthorState(mode=mode, settled=settled, cursor=cursor)
+
+
+# The statements a worker runs for every publication are built once, with bound parameters:
+# building them anew cost the worker more than running them.
+_AUTHOR_ID = bindparam("author_id", type_=BigInteger)
+
+
+@functools.cache
+def _start_author_state() -> Any:
+    return (
+        insert(table_of(FeedAuthor))
+        .from_select(["author_id"], select(User.id).where(User.id == _AUTHOR_ID))
+        .on_conflict_do_nothing(index_elements=["author_id"])
+    )
+
+
+@functools.cache
+def _locked_author_state() -> Any:
+    return (
+        select(
+            FeedAuthor.mode,
+            FeedAuthor.settled,
+            FeedAuthor.cursor_created_at,
+            FeedAuthor.cursor_article_id,
+        )
+        .where(FeedAuthor.author_id == _AUTHOR_ID)
+        .with_for_update()
+    )
 
 
 async def set_mode(session: AsyncSession, author_id: int, mode: FanOut, *, settled: bool) -> None:
@@ -113,8 +129,19 @@ async def advance_cursor(session: AsyncSession, author_id: int, cursor: ArticleK
 async def count_followers(session: AsyncSession, author_id: int, *, up_to: int) -> int:
     """The author's followers, counted no further than `up_to`: the answer to "more than the
     threshold?" costs at most that many index entries, however famous the author."""
-    capped = select(literal(1)).where(Follow.followee_id == author_id).limit(up_to).subquery()
-    return await session.scalar(select(func.count()).select_from(capped)) or 0
+    counted = await session.scalar(_count_followers(), {"author_id": author_id, "up_to": up_to})
+    return counted or 0
+
+
+@functools.cache
+def _count_followers() -> Any:
+    capped = (
+        select(literal(1))
+        .where(Follow.followee_id == _AUTHOR_ID)
+        .limit(bindparam("up_to", type_=Integer))
+        .subquery()
+    )
+    return select(func.count()).select_from(capped)
 
 
 async def is_following(session: AsyncSession, *, follower_id: int, author_id: int) -> bool:
@@ -151,13 +178,19 @@ async def write_rows_for_articles(session: AsyncSession, article_ids: Sequence[i
     exist already are kept, so writing twice writes once."""
     if not article_ids:
         return
-    await session.execute(
-        insert(FeedEntry)
+    await session.execute(_write_rows_for_articles(), {"article_ids": list(article_ids)})
+
+
+@functools.cache
+def _write_rows_for_articles() -> Any:
+    article_ids = bindparam("article_ids", type_=ARRAY(BigInteger))
+    return (
+        insert(table_of(FeedEntry))
         .from_select(
             _ENTRY_COLUMNS,
             select(Follow.follower_id, Article.created_at, Article.id, Article.author_id)
             .join(Follow, Follow.followee_id == Article.author_id)
-            .where(Article.id.in_(article_ids)),
+            .where(Article.id == any_(article_ids)),
         )
         .on_conflict_do_nothing()
     )

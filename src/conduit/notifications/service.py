@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    DateTime,
     Row,
     Select,
     and_,
@@ -43,6 +44,7 @@ from conduit.notifications.schemas import (
     NotificationList,
     NotificationRead,
 )
+from conduit.platform.db.base import table_of
 from conduit.profiles.models import Follow
 from conduit.profiles.schemas import ProfileRead
 from conduit.users.models import User
@@ -231,30 +233,11 @@ async def article_published(
     session: AsyncSession, *, article_id: int, occurred_at: datetime
 ) -> list[LiveMessage]:
     """Notify every follower of the article's author, in one statement however many."""
-    inserted = insert(Notification).from_select(
-        ["recipient_id", "kind", "actor_id", "article_id", "created_at"],
-        select(
-            Follow.follower_id,
-            literal(Kind.article.value),
-            Article.author_id,
-            Article.id,
-            literal(occurred_at),
-        )
-        .join(Follow, Follow.followee_id == Article.author_id)
-        .where(Article.id == article_id),
-    )
-    created = (
-        await session.execute(inserted.returning(Notification.id, Notification.recipient_id))
-    ).all()
+    parameters = {"article_id": article_id, "occurred_at": occurred_at}
+    created = (await session.execute(_NOTIFY_FOLLOWERS, parameters)).all()
     if not created:
         return []
-    author = (
-        await session.execute(
-            select(User.username, User.bio, User.image, Article.slug, Article.title)
-            .join(Article, Article.author_id == User.id)
-            .where(Article.id == article_id)
-        )
-    ).one()
+    author = (await session.execute(_AUTHOR_OF_ARTICLE, {"article_id": article_id})).one()
     # Every recipient follows the author, so the item differs only by its id: built once.
     shared = NotificationRead(
         id=0,
@@ -286,22 +269,8 @@ async def comment_created(
     session: AsyncSession, *, comment_id: int, occurred_at: datetime
 ) -> list[LiveMessage]:
     """Notify the article's author, unless they wrote the comment themselves."""
-    inserted = insert(Notification).from_select(
-        ["recipient_id", "kind", "actor_id", "article_id", "comment_id", "created_at"],
-        select(
-            Article.author_id,
-            literal(Kind.comment.value),
-            Comment.author_id,
-            Article.id,
-            Comment.id,
-            literal(occurred_at),
-        )
-        .join(Article, Article.id == Comment.article_id)
-        .where(Comment.id == comment_id, Comment.author_id != Article.author_id),
-    )
-    created = (
-        await session.execute(inserted.returning(Notification.id, Notification.recipient_id))
-    ).all()
+    parameters = {"comment_id": comment_id, "occurred_at": occurred_at}
+    created = (await session.execute(_NOTIFY_COMMENTED, parameters)).all()
     return await _announce(session, created)
 
 
@@ -309,25 +278,12 @@ async def user_followed(
     session: AsyncSession, *, follower_id: int, followee_id: int, occurred_at: datetime
 ) -> list[LiveMessage]:
     """Notify the followee, once per follower however often they follow again."""
-    inserted = (
-        insert(Notification)
-        .from_select(
-            ["recipient_id", "kind", "actor_id", "created_at"],
-            select(
-                Follow.followee_id,
-                literal(Kind.follow.value),
-                Follow.follower_id,
-                literal(occurred_at),
-            ).where(Follow.follower_id == follower_id, Follow.followee_id == followee_id),
-        )
-        .on_conflict_do_nothing(
-            index_elements=["recipient_id", "actor_id"],
-            index_where=text("kind = 'follow'"),
-        )
-    )
-    created = (
-        await session.execute(inserted.returning(Notification.id, Notification.recipient_id))
-    ).all()
+    parameters = {
+        "follower_id": follower_id,
+        "followee_id": followee_id,
+        "occurred_at": occurred_at,
+    }
+    created = (await session.execute(_NOTIFY_FOLLOWED, parameters)).all()
     return await _announce(session, created)
 
 
@@ -335,30 +291,101 @@ async def article_favorited(
     session: AsyncSession, *, article_id: int, user_id: int, occurred_at: datetime
 ) -> list[LiveMessage]:
     """Notify the article's author, unless they favorited it themselves; once per fan."""
-    inserted = (
-        insert(Notification)
-        .from_select(
-            ["recipient_id", "kind", "actor_id", "article_id", "created_at"],
-            select(
-                Article.author_id,
-                literal(Kind.favorite.value),
-                Favorite.user_id,
-                Article.id,
-                literal(occurred_at),
-            )
-            .join(Article, Article.id == Favorite.article_id)
-            .where(
-                Favorite.article_id == article_id,
-                Favorite.user_id == user_id,
-                Favorite.user_id != Article.author_id,
-            ),
-        )
-        .on_conflict_do_nothing(
-            index_elements=["recipient_id", "article_id", "actor_id"],
-            index_where=text("kind = 'favorite'"),
-        )
-    )
-    created = (
-        await session.execute(inserted.returning(Notification.id, Notification.recipient_id))
-    ).all()
+    parameters = {"article_id": article_id, "user_id": user_id, "occurred_at": occurred_at}
+    created = (await session.execute(_NOTIFY_FAVORITED, parameters)).all()
     return await _announce(session, created)
+
+
+# The writes' statements, built once with bound parameters: a worker runs one for every
+# event, and building it anew cost more than running it. Each returns (id, recipient_id) of
+# the notifications it wrote.
+_NOTIFICATIONS = table_of(Notification)
+_OCCURRED_AT = bindparam("occurred_at", type_=DateTime(timezone=True))
+_ARTICLE_ID = bindparam("article_id", type_=BigInteger)
+_CREATED = (_NOTIFICATIONS.c.id, _NOTIFICATIONS.c.recipient_id)
+
+_NOTIFY_FOLLOWERS = (
+    insert(_NOTIFICATIONS)
+    .from_select(
+        ["recipient_id", "kind", "actor_id", "article_id", "created_at"],
+        select(
+            Follow.follower_id,
+            literal(Kind.article.value),
+            Article.author_id,
+            Article.id,
+            _OCCURRED_AT,
+        )
+        .join(Follow, Follow.followee_id == Article.author_id)
+        .where(Article.id == _ARTICLE_ID),
+    )
+    .returning(*_CREATED)
+)
+_AUTHOR_OF_ARTICLE = (
+    select(User.username, User.bio, User.image, Article.slug, Article.title)
+    .join(Article, Article.author_id == User.id)
+    .where(Article.id == _ARTICLE_ID)
+)
+_NOTIFY_COMMENTED = (
+    insert(_NOTIFICATIONS)
+    .from_select(
+        ["recipient_id", "kind", "actor_id", "article_id", "comment_id", "created_at"],
+        select(
+            Article.author_id,
+            literal(Kind.comment.value),
+            Comment.author_id,
+            Article.id,
+            Comment.id,
+            _OCCURRED_AT,
+        )
+        .join(Article, Article.id == Comment.article_id)
+        .where(
+            Comment.id == bindparam("comment_id", type_=BigInteger),
+            Comment.author_id != Article.author_id,
+        ),
+    )
+    .returning(*_CREATED)
+)
+_NOTIFY_FOLLOWED = (
+    insert(_NOTIFICATIONS)
+    .from_select(
+        ["recipient_id", "kind", "actor_id", "created_at"],
+        select(
+            Follow.followee_id,
+            literal(Kind.follow.value),
+            Follow.follower_id,
+            _OCCURRED_AT,
+        ).where(
+            Follow.follower_id == bindparam("follower_id", type_=BigInteger),
+            Follow.followee_id == bindparam("followee_id", type_=BigInteger),
+        ),
+    )
+    .on_conflict_do_nothing(
+        index_elements=["recipient_id", "actor_id"],
+        index_where=text("kind = 'follow'"),
+    )
+    .returning(*_CREATED)
+)
+_NOTIFY_FAVORITED = (
+    insert(_NOTIFICATIONS)
+    .from_select(
+        ["recipient_id", "kind", "actor_id", "article_id", "created_at"],
+        select(
+            Article.author_id,
+            literal(Kind.favorite.value),
+            Favorite.user_id,
+            Article.id,
+            _OCCURRED_AT,
+        )
+        .join(Article, Article.id == Favorite.article_id)
+        .where(
+            Favorite.article_id == _ARTICLE_ID,
+            Favorite.user_id == bindparam("user_id", type_=BigInteger),
+            Favorite.user_id != Article.author_id,
+        ),
+    )
+    .on_conflict_do_nothing(
+        index_elements=["recipient_id", "article_id", "actor_id"],
+        index_where=text("kind = 'favorite'"),
+    )
+    .returning(*_CREATED)
+)

@@ -11,8 +11,10 @@ import random
 from datetime import timedelta
 
 import structlog
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert
 
+from conduit.platform.db.base import table_of
 from conduit.platform.jobs.context import JobContext
 from conduit.platform.jobs.models import EventHandling
 from conduit.platform.jobs.queue import decode
@@ -39,10 +41,7 @@ async def run_job(context: JobContext, name: str, payload: bytes | None) -> None
     if subscription is not None:
         event = Event.from_json(decode(payload))
         claimed = await context.session.scalar(
-            insert(EventHandling)
-            .values(event_id=event.id, handler=name)
-            .on_conflict_do_nothing()
-            .returning(EventHandling.event_id)
+            _CLAIM_EVENT, {"claimed_event_id": event.id, "handler_name": name}
         )
         if claimed is None:
             logger.info("event already handled", job=name, event_id=str(event.id))
@@ -53,3 +52,16 @@ async def run_job(context: JobContext, name: str, payload: bytes | None) -> None
     if job is None:
         raise LookupError(f"no job named {name!r} is registered")
     await job.handler(context, decode(payload))
+
+
+# Built once: building it cost about as much as running it, once for every event handled.
+_HANDLINGS = table_of(EventHandling)
+_CLAIM_EVENT = (
+    insert(_HANDLINGS)
+    .values(
+        event_id=bindparam("claimed_event_id", type_=_HANDLINGS.c.event_id.type),
+        handler=bindparam("handler_name", type_=_HANDLINGS.c.handler.type),
+    )
+    .on_conflict_do_nothing()
+    .returning(_HANDLINGS.c.event_id)
+)
