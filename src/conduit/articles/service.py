@@ -637,12 +637,10 @@ async def peek_listing(cache: Cache, address: ListingAddress) -> Peeked | None:
     summaries = await cache.peek_many(addresses)
     if summaries is None:
         return None
-    articles = [summary.value for summary in summaries]
-    listing = {"articles": articles, "articlesCount": total, "nextCursor": next_cursor}
-    stale = any(part.stale for part in parts) or any(summary.stale for summary in summaries)
+    listing = {"articles": summaries, "articlesCount": total, "nextCursor": next_cursor}
     for part in reversed(parts):
         generations, snapshot = part.generations + generations, part.snapshot.extended(snapshot)
-    return Peeked(listing, generations, snapshot, stale=stale)
+    return Peeked(listing, generations, snapshot, stale=any(part.stale for part in parts))
 
 
 def _key_entry(key: repository.ArticleKey) -> KeyEntry:

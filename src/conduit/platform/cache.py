@@ -17,17 +17,14 @@ the missing ones loaded together (`get_many_or_load`). Any cache failure falls b
 database: a read never fails because of the cache.
 
 While one request rebuilds an entry that a write made stale, the anonymous reads answered
-before routing may be given the entry as it was, if what it shows was still current at most
-`CACHE_STALE_WHILE_REBUILDING_SECONDS` ago (`peek_or_stale`, `peek_many`): if it was loaded that
-recently, or if the first write it does not show was. To tell, replacing a generation notes
-when the token it replaces stopped being current.
+before routing may be given the entry as it was, if it was loaded at most
+`CACHE_STALE_WHILE_REBUILDING_SECONDS` ago (`peek_or_stale`).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -59,24 +56,6 @@ REBUILD_LOCK_SECONDS = 10
 REBUILD_POLL_SECONDS = 0.02
 # Generations outlive the entries built on them; expiring one only causes misses.
 GENERATION_TTL_SECONDS = 7 * 24 * 3600
-# When a replaced token stopped being current is only asked within the stale bound of it; an
-# expired note only means its entries are not answered stale.
-ENDED_TTL_SECONDS = 60
-
-# Replaces generation tokens (KEYS[i] gets the JSON string ARGV[4 + i], kept ARGV[3] seconds)
-# and notes, for each token replaced, when it stopped being current: ARGV[1], under ARGV[2] ..
-# token, kept ARGV[4] seconds. The first write after a token names its end; a later one leaves it.
-_REPLACE_GENERATIONS = """
-local ended_at, ended_prefix = ARGV[1], ARGV[2]
-for i, key in ipairs(KEYS) do
-  local old = redis.call('GET', key)
-  redis.call('SET', key, ARGV[4 + i], 'EX', ARGV[3])
-  local token = old and string.match(old, '^"(%x+)"$')
-  if token then
-    redis.call('SET', ended_prefix .. token, ended_at, 'EX', ARGV[4], 'NX')
-  end
-end
-"""
 
 _BACKEND_ERRORS: Final = (CacheBackendInteractionError, RedisError, OSError, TimeoutError)
 _PENDING_GENERATIONS = "conduit.cache.stale_generations"
@@ -116,9 +95,8 @@ class Cache:
         self.circuit = Circuit("cache", settings.redis_retry_seconds)
         self.changes = ChangeAnnouncements(settings)
         self._backend = CashewsCache(name=f"conduit-{uuid.uuid4().hex}")
-        # Reads of several keys at once go straight to Redis, as does replacing generations (a
-        # script): cashews decodes each value of a `get_many` in an asyncio task of its own,
-        # which cost about as much as the read itself.
+        # Reads of several keys at once go straight to Redis: cashews decodes each value of a
+        # `get_many` in an asyncio task of its own, which cost about as much as the read itself.
         self._reader: Redis | None = None
         if settings.redis_url is None:
             # No expiry sweeper task: expired entries go on access or by LRU at the size cap.
@@ -139,9 +117,6 @@ class Cache:
                 wait_for_connection_timeout=settings.redis_timeout_seconds,
             )
             self._reader = create_redis(settings)
-        self._replace_generations_script = (
-            None if self._reader is None else self._reader.register_script(_REPLACE_GENERATIONS)
-        )
 
     async def aclose(self) -> None:
         await self.changes.aclose()
@@ -162,10 +137,6 @@ class Cache:
 
     def _generation_key(self, generation: str) -> str:
         return f"{self.prefix}gen:{generation}"
-
-    def _ended_key(self, token: str) -> str:
-        """Where the time `token` stopped being current is noted (tokens are unique)."""
-        return f"{self.prefix}gen-ended:{token}"
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         if self.circuit.is_open:
@@ -200,7 +171,7 @@ class Cache:
 
     async def peek_or_stale(self, address: CacheAddress) -> Found | None:
         """The fresh value at `address`; or else, while a write has made the entry stale and
-        another request rebuilds it, the entry as it was, if what it shows was current at most
+        another request rebuilds it, the entry as it was, if it was loaded at most
         `stale_seconds` ago (marked stale). None when there is neither (the cache disabled or
         down included), and for the one caller sent to rebuild it. Never loads, and counts no
         misses: a caller that goes on to `get_or_load` counts the miss there.
@@ -226,7 +197,11 @@ class Cache:
             if entry.get("generations") == current:
                 CACHE_HITS.labels(address.name).inc()
                 return Found(entry.get("value"), stale=False)
-            if not await self._recently_current(entry, current):
+            loaded_at = entry.get("at")
+            if (
+                not isinstance(loaded_at, int | float)
+                or time.time() - loaded_at > self.stale_seconds
+            ):
                 return None
             if lock is None and await self._claim_rebuild(address.key, current):
                 return None
@@ -234,31 +209,6 @@ class Cache:
             return None
         CACHE_STALE_ANSWERS.labels(address.name).inc()
         return Found(entry.get("value"), stale=True)
-
-    async def _recently_current(self, entry: dict[str, Any], current: Sequence[str | None]) -> bool:
-        """Whether what a stale `entry` shows was current at most `stale_seconds` ago: it was
-        loaded since, or the first write it does not show was made since (the earliest end of
-        the tokens it was built on that `current` replaced)."""
-        if self.stale_seconds <= 0:
-            return False
-        now = time.time()
-        loaded_at = entry.get("at")
-        if isinstance(loaded_at, int | float) and now - loaded_at <= self.stale_seconds:
-            return True
-        built_on = entry.get("generations")
-        if not isinstance(built_on, list) or len(built_on) != len(current):
-            return False
-        replaced = [
-            self._ended_key(token)
-            for token, now_current in zip(built_on, current, strict=True)
-            if token != now_current and isinstance(token, str)
-        ]
-        if not replaced:
-            return False
-        ended = await self._call(lambda: self._get_many(replaced))
-        if not all(isinstance(at, int | float) for at in ended):
-            return False
-        return bool(now - min(ended) <= self.stale_seconds)
 
     async def _claim_rebuild(self, key: str, current: Sequence[str | None]) -> bool:
         """Whether this caller is the first to find `key` stale under the `current` generations
@@ -291,37 +241,20 @@ class Cache:
             CACHE_MISSES.labels(name).inc()
             return await load()
 
-    async def peek_many(self, addresses: Sequence[CacheAddress]) -> list[Found] | None:
-        """The values at all of `addresses` (one round trip), each fresh or, as `peek_or_stale`
-        allows, stale while it is rebuilt; or None unless every one is there to serve, and for
-        the caller sent to rebuild one (it goes on to `get_many_or_load`, which reloads every
-        entry not fresh). Counts hits only when all are there."""
+    async def peek_many(self, addresses: Sequence[CacheAddress]) -> list[JsonValue] | None:
+        """The fresh values at all of `addresses` (one round trip), or None unless every one is
+        there to serve. Counts hits only when all are."""
         if not self.enabled:
             return None
         try:
-            entries, tokens = await self._entries_many(addresses)
-            found: list[Found] = []
-            stale: list[tuple[CacheAddress, list[str | None]]] = []
-            for address, entry in zip(addresses, entries, strict=True):
-                current = [tokens[g] for g in address.generations]
-                if not isinstance(entry, dict) or None in current:
-                    return None
-                fresh = entry.get("generations") == current
-                if not fresh:
-                    if not await self._recently_current(entry, current):
-                        return None
-                    stale.append((address, current))
-                found.append(Found(entry.get("value"), stale=not fresh))
-            for address, current in stale:
-                if await self._claim_rebuild(address.key, current):
-                    return None
+            values, _ = await self._lookup_many(addresses)
         except CacheUnavailable:
+            return None
+        if any(value is _MISSING for value in values):
             return None
         for address in addresses:
             CACHE_HITS.labels(address.name).inc()
-        for address, _ in stale:
-            CACHE_STALE_ANSWERS.labels(address.name).inc()
-        return found
+        return values
 
     async def get_many_or_load(
         self,
@@ -362,11 +295,10 @@ class Cache:
             for address, value in zip(addresses, values, strict=True)
         ]
 
-    async def _entries_many(
+    async def _lookup_many(
         self, addresses: Sequence[CacheAddress]
     ) -> tuple[list[JsonValue], dict[str, str | None]]:
-        """The entries at `addresses` as stored (None where there is none), and the tokens of
-        all their generations, in one round trip."""
+        """Each address's fresh value or `_MISSING`, and the tokens of all their generations."""
         generations = list(dict.fromkeys(g for address in addresses for g in address.generations))
         keys = [
             *(self._key(address.key) for address in addresses),
@@ -374,15 +306,8 @@ class Cache:
         ]
         found = await self._call(lambda: self._get_many(keys))
         tokens = dict(zip(generations, found[len(addresses) :], strict=True))
-        return found[: len(addresses)], tokens
-
-    async def _lookup_many(
-        self, addresses: Sequence[CacheAddress]
-    ) -> tuple[list[JsonValue], dict[str, str | None]]:
-        """Each address's fresh value or `_MISSING`, and the tokens of all their generations."""
-        entries, tokens = await self._entries_many(addresses)
         values: list[JsonValue] = []
-        for address, entry in zip(addresses, entries, strict=True):
+        for address, entry in zip(addresses, found[: len(addresses)], strict=True):
             current = [tokens[g] for g in address.generations]
             if (
                 isinstance(entry, dict)
@@ -538,38 +463,13 @@ class Cache:
         self.changes.changed_here(changed)
         pairs = {self._generation_key(g): uuid.uuid4().hex for g in changed}
         try:
-            await self._call(lambda: self._replace_generations(pairs))
+            await self._call(lambda: self._backend.set_many(pairs, expire=GENERATION_TTL_SECONDS))
         except CacheUnavailable as error:
             logger.warning("could not invalidate %s: %s", sorted(generations), error)
             return
         finally:
             self.changes.changed_here(changed)
         await self.changes.announce(changed)
-
-    async def _replace_generations(self, tokens: Mapping[str, str]) -> None:
-        """Store the new `tokens` (by generation key) and note when each one they replace
-        stopped being current: now (see `_recently_current`)."""
-        ended_at = time.time()
-        ended_ttl = max(ENDED_TTL_SECONDS, math.ceil(self.stale_seconds) + 1)
-        if self._replace_generations_script is not None:
-            # One script, so that a concurrent write cannot slip between reading a token and
-            # replacing it: each token's end is noted once, by the write that replaced it.
-            await self._replace_generations_script(
-                keys=list(tokens),
-                args=[
-                    repr(ended_at),
-                    self._ended_key(""),
-                    GENERATION_TTL_SECONDS,
-                    ended_ttl,
-                    *(json.dumps(token) for token in tokens.values()),
-                ],
-            )
-            return
-        replaced = await self._backend.get_many(*tokens)
-        await self._backend.set_many(tokens, expire=GENERATION_TTL_SECONDS)
-        ended = {self._ended_key(token): ended_at for token in replaced if isinstance(token, str)}
-        if ended:
-            await self._backend.set_many(ended, expire=ended_ttl)
 
 
 def _decoded(value: bytes | str | None) -> JsonValue:
