@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -25,7 +25,8 @@ from conduit.platform import security
 from conduit.platform.backends import close_backends, open_backends
 from conduit.platform.cache import bind_cache
 from conduit.platform.db import migrations
-from conduit.platform.db.session import get_session
+from conduit.platform.db.engine import READ_ONLY
+from conduit.platform.db.session import SAFE_METHODS, get_session
 from conduit.platform.http import create_http_client
 from conduit.platform.jobs.context import Resources
 from conduit.platform.settings import Environment, Settings, to_async_database_url
@@ -185,16 +186,20 @@ async def app(settings: Settings, session: AsyncSession) -> FastAPI:
     # The test client runs no lifespan, which is where the app opens these.
     open_backends(app, settings)
 
-    async def test_session() -> AsyncIterator[AsyncSession]:
+    async def test_session(request: Request) -> AsyncIterator[AsyncSession]:
         # Like Polar's isolated test client: nothing loaded by one request leaks into the next,
         # so a missing eager load fails here as it would in production.
         session.expunge_all()
         bind_cache(session, app.state.cache)
+        # Within the test's transaction, but refusing writes as a GET's session does.
+        session.info[READ_ONLY] = request.method in SAFE_METHODS
         try:
             yield session
         except Exception:
             await session.rollback()
             raise
+        finally:
+            session.info.pop(READ_ONLY, None)
 
     app.dependency_overrides[get_session] = test_session
     return app

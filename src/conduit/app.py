@@ -25,7 +25,11 @@ from conduit.platform.backends import close_backends, open_backends
 from conduit.platform.cached_reads import AnonymousCachedReads
 from conduit.platform.db import migrations
 from conduit.platform.db.embedded import start_embedded_postgres
-from conduit.platform.db.engine import create_engine, create_sessionmaker
+from conduit.platform.db.engine import (
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+)
 from conduit.platform.errors import install_error_handlers
 from conduit.platform.etag import ETags
 from conduit.platform.health import router as health_router
@@ -141,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings, database_url)
         metrics.track_pool(engine)
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
         # Before tracing starts: a start-up check is no request's work.
         try:
             await _check_search_language(app.state.sessionmaker, settings.search_language)

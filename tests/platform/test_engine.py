@@ -3,13 +3,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from fastapi import FastAPI, Request
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from conduit.articles.models import Tag
 from conduit.platform.db import engine as engine_module
-from conduit.platform.db.engine import create_engine
+from conduit.platform.db.engine import (
+    READ_ONLY,
+    ReadOnlySessionError,
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+)
+from conduit.platform.db.session import get_session
 from conduit.platform.settings import Settings, to_async_database_url
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +109,62 @@ async def test_a_connection_that_died_in_use_fails_once_then_the_pool_recovers(
         await _backend_of(one_connection)
     assert failure.value.connection_invalidated
     assert await _backend_of(one_connection) != backend
+
+
+class TestReadOnlySessions:
+    """A `GET` reads through a session without a transaction, which refuses to write."""
+
+    async def test_each_statement_is_a_transaction_of_its_own(
+        self, settings: Settings, database_url: str
+    ) -> None:
+        engine = create_engine(settings, database_url)
+        try:
+            async with create_read_sessionmaker(engine)() as session:
+                # No BEGIN before them: each statement is its own transaction.
+                first = await session.scalar(text("SELECT pg_current_xact_id()::text"))
+                second = await session.scalar(text("SELECT pg_current_xact_id()::text"))
+                assert first != second
+                await session.commit()
+            async with create_sessionmaker(engine)() as session:
+                first = await session.scalar(text("SELECT pg_current_xact_id()::text"))
+                second = await session.scalar(text("SELECT pg_current_xact_id()::text"))
+                assert first == second
+                await session.rollback()
+        finally:
+            await engine.dispose()
+
+    async def test_refuses_to_write(self, settings: Settings, database_url: str) -> None:
+        engine = create_engine(settings, database_url)
+        try:
+            async with create_read_sessionmaker(engine)() as session:
+                with pytest.raises(ReadOnlySessionError):
+                    await session.execute(insert(Tag).values(name="never-written"))
+                with pytest.raises(ReadOnlySessionError):
+                    await session.execute(update(Tag).values(articles_count=0))
+                session.add(Tag(name="never-flushed"))
+                with pytest.raises(ReadOnlySessionError):
+                    await session.flush()
+            async with create_sessionmaker(engine)() as session:
+                assert await session.scalar(select(Tag).where(Tag.name.like("never-%"))) is None
+        finally:
+            await engine.dispose()
+
+    @pytest.mark.parametrize(
+        ("method", "read_only"),
+        [("GET", True), ("HEAD", True), ("POST", False), ("PUT", False), ("DELETE", False)],
+    )
+    async def test_safe_methods_get_one(
+        self, settings: Settings, database_url: str, method: str, read_only: bool
+    ) -> None:
+        engine = create_engine(settings, database_url)
+        app = FastAPI()
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
+        request = Request({"type": "http", "method": method, "app": app, "headers": []})
+        sessions = get_session(request)
+        try:
+            session = await anext(sessions)
+            assert bool(session.info.get(READ_ONLY)) is read_only
+        finally:
+            await sessions.aclose()
+            await engine.dispose()

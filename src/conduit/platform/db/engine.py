@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from conduit.platform.settings import Settings, to_async_database_url
@@ -62,3 +63,37 @@ def _ping_idle_connections(engine: Engine) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# In a session's `info`: the session only reads (see `create_read_sessionmaker`).
+READ_ONLY = "conduit.read_only"
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A read-only session was asked to write."""
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_write_statements(state: ORMExecuteState) -> None:
+    if state.session.info.get(READ_ONLY) and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise ReadOnlySessionError("a read-only session must not write")
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flushes(session: Session, _: UOWTransaction, __: Any) -> None:
+    if session.info.get(READ_ONLY) and (session.new or session.dirty or session.deleted):
+        raise ReadOnlySessionError("a read-only session must not write")
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read. Their statements run in autocommit, each on its
+    own and seeing the data as of its own start, which is all a read of a page or an article
+    needs, without the BEGIN and COMMIT round trips around them; and they refuse to write,
+    which outside a transaction could not be undone."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        info={READ_ONLY: True},
+    )

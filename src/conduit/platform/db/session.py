@@ -3,7 +3,7 @@
 Routes never commit: `AutoCommitRoute` commits once after the endpoint returns, before the
 response is sent, so a failed commit becomes an error response instead of a lost write. Any
 exception rolls the session back, except a `ConduitError` with `keeps_changes`, which commits
-first.
+first. A `GET` reads without a transaction and cannot write (`engine.READ_ONLY`).
 """
 
 import functools
@@ -26,8 +26,17 @@ SESSION_CACHE_KEY = "conduit.cache"
 _AFTER_COMMIT = "conduit.after_commit"
 
 
+# Methods that never change anything (RFC 9110's "safe" methods): their requests only read.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    """The request's session: in a transaction that the route commits, or for a `GET` one
+    that only reads, without a transaction (see `engine.create_read_sessionmaker`)."""
+    state = request.app.state
+    sessionmaker: async_sessionmaker[AsyncSession] = (
+        state.read_sessionmaker if request.method in SAFE_METHODS else state.sessionmaker
+    )
     async with sessionmaker() as session:
         session.info[SESSION_CACHE_KEY] = getattr(request.app.state, "cache", None)
         try:
