@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conduit.app import create_app
+from conduit.articles import service as articles_service
 from conduit.platform.settings import Settings, SettingsError
 from tests.articles.test_queries import recorded_statements
 from tests.helpers import (
@@ -156,6 +157,21 @@ class TestCaching:
         listing = await search(client, "dragons tamed")
         assert set(slugs_of(listing)) == {first, second}
         assert listing["articlesCount"] == 2
+
+    async def test_a_long_new_article_makes_every_search_stale(
+        self, client: httpx.AsyncClient, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(articles_service, "MOST_LEXEMES_NAMED", 3)
+        author = await register(client)
+        slug = await publish(client, author, title="Wendigos")
+        assert slugs_of(await search(client, "wendigo")) == [slug]
+
+        await publish(client, author, title="Yetis", body="Snow, tracks, caves and cold")
+        with recorded_statements(engine) as statements:
+            listing = await search(client, "wendigo")
+
+        assert statements != []
+        assert slugs_of(listing) == [slug]
 
     async def test_a_search_excluding_a_word_finds_new_articles_without_it(
         self, client: httpx.AsyncClient

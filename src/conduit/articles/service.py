@@ -58,9 +58,12 @@ ARTICLE_LISTS = "articles"
 ARTICLES_REMOVED = "articles:removed"
 FAVORITES = "favorites"
 TAGS = "tags"
-# Which articles any search finds, but for a publication: an edit or a deletion. A publication
-# changes only the searches for its lexemes (`search_generation`).
+# Which articles any search finds, but for a publication: an edit or a deletion (or a long
+# article's publication). A publication changes only the searches for its lexemes.
 SEARCHES = "articles:searched"
+# A publication holding more lexemes than this (a long article) makes every search stale
+# rather than naming thousands of generations for its invalidation to replace.
+MOST_LEXEMES_NAMED = 1000
 # Part of a cached list's key: a new layout of the entry must not read entries of the old one.
 LIST_ENTRY_FORMAT = 4
 # The unfiltered list's pages among its newest NEWEST_LISTED articles are cut from blocks of
@@ -358,12 +361,13 @@ async def create(
     else:
         raise ValidationFailed("could not be made unique; try a different title", field="slug")
     article, lexemes = inserted
+    searches = (
+        [search_generation(lexeme) for lexeme in lexemes]
+        if len(lexemes) <= MOST_LEXEMES_NAMED
+        else [SEARCHES]
+    )
     invalidate_after_commit(
-        session,
-        article_generation(article.slug),
-        ARTICLE_LISTS,
-        TAGS,
-        *(search_generation(lexeme) for lexeme in lexemes),
+        session, article_generation(article.slug), ARTICLE_LISTS, TAGS, *searches
     )
     await _publish(session, "article.published", article)
     return ArticleRow(article, favorited=False)
