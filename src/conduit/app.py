@@ -39,9 +39,9 @@ from conduit.platform.jobs.context import Resources
 from conduit.platform.jobs.worker import Worker
 from conduit.platform.middleware import (
     REQUEST_ID_HEADER,
-    AccessLog,
     CountInFlight,
     LimitBodySize,
+    RecordRequests,
     RenderUnexpectedErrors,
     RequireJsonBody,
     SecurityHeaders,
@@ -225,10 +225,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     security_headers = Middleware(SecurityHeaders, page_paths=[page for page in pages if page])
     cors = _cors(settings)
     # Outermost first: a request meets StripTrailingSlash, the cached reads, the request id,
-    # security headers, the access log, metrics, CORS, the body limit, then the rest. What the
-    # cached reads answer passes through the envelope: the same middleware, less what only a
-    # routed request needs (which they do themselves: metrics, validators).
-    outer = [request_id, security_headers, Middleware(AccessLog), Middleware(CountInFlight)]
+    # security headers, the access log and HTTP metrics, the in-flight gauge, CORS, the body
+    # limit, then the rest. What the cached reads answer passes through the envelope: the same
+    # middleware, less what only a routed request needs (which they do themselves: validators).
+    outer = [request_id, security_headers, Middleware(RecordRequests), Middleware(CountInFlight)]
     inner = [
         cors,
         Middleware(LimitBodySize, max_bytes=settings.max_body_bytes),
@@ -240,7 +240,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     envelope = [*outer, cors, Middleware(RenderUnexpectedErrors), Middleware(RateLimitHeaders)]
     for middleware in reversed(inner):
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
-    metrics.instrument(app)
+    metrics.expose(app)
     for middleware in reversed(outer):
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(

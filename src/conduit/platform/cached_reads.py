@@ -14,8 +14,8 @@ does not know, or a value it cannot be sure the route would accept.
 It sits outside the app's middleware and sends what it answers through the `envelope` it is
 given: the same middleware every response passes (request id, security headers, access log,
 in-flight gauge, CORS, rate-limit headers), so its answers cannot be told from the routes' but
-by their speed. It takes the caller's rate limit, records the request's metrics under the
-route's template, and answers `If-None-Match` as `ETags` does.
+by their speed (the envelope's access log counts them in the HTTP metrics under the route's
+template). It takes the caller's rate limit and answers `If-None-Match` as `ETags` does.
 
 With no limits to take, the envelope sends the same headers for every answer of a local copy
 but the request id, unless the request carries what some middleware of it answers (its own
@@ -174,20 +174,15 @@ class AnonymousCachedReads:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: _Answer = scope[_ANSWER]
-        started = time.perf_counter()
         request = Request(scope)
         limiter: Limiter = request.app.state.limiter
         try:
             await limiter.enforce(request)
         except ConduitError as error:
-            response = error_response(error)
-            await response(scope, receive, send)
-            status = response.status_code
+            await error_response(error)(scope, receive, send)
         else:
             if_none_match = Headers(scope=scope).get("if-none-match")
-            status = await send_json_validated(send, answer.body, answer.tag, if_none_match)
-        handler = self.prefix + answer.read.route
-        metrics.record_request("GET", handler, str(status), time.perf_counter() - started)
+            await send_json_validated(send, answer.body, answer.tag, if_none_match)
 
     def _replayable(self, scope: Scope) -> bool:
         """Whether the envelope would send what it sent for the copy before: with no limits to

@@ -1,5 +1,5 @@
 """Small ASGI middleware around the routes: path normalisation, content type, body size,
-security headers, the access log and the in-flight gauge, last-resort errors."""
+security headers, the access log and HTTP metrics, the in-flight gauge, last-resort errors."""
 
 import base64
 import hashlib
@@ -312,12 +312,14 @@ class RouteTemplates:
         return template
 
 
-class AccessLog:
-    """Write one `request` line per HTTP request: method, path, route template, status and
-    duration, plus what the log context adds (request id, trace id, user id).
+class RecordRequests:
+    """Write one `request` line per HTTP request (method, path, route template, status and
+    duration, plus what the log context adds: request id, trace id, user id) and count it in
+    the HTTP metrics under its route template (`none` for a path no route serves).
 
     Probes and scrapes (`/health/...`, `/metrics`) are logged at DEBUG, so that they do not
-    bury the traffic at the default level.
+    bury the traffic at the default level, and left out of the metrics, which would otherwise
+    count mostly them.
     """
 
     def __init__(self, app: ASGIApp, *, quiet_prefixes: tuple[str, ...] = ("/health/", "/metrics")):
@@ -342,19 +344,24 @@ class AccessLog:
             try:
                 await self.app(scope, receive, recording_send)
             finally:
-                self._log(scope, status, time.perf_counter() - started)
+                self._record(scope, status, time.perf_counter() - started)
 
-    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = self.routes.of(scope)
         path: str = scope["path"]
-        level = logging.DEBUG if path.startswith(self.quiet_prefixes) else logging.INFO
+        if path.startswith(self.quiet_prefixes):
+            level = logging.DEBUG
+        else:
+            level = logging.INFO
+            metrics.record_request(scope["method"], route or "none", str(status), seconds)
         if logging.getLogger(ACCESS_LOGGER).isEnabledFor(level):
-            log_request(scope, status, seconds, route=self.routes.of(scope), level=level)
+            log_request(scope, status, seconds, route=route, level=level)
 
 
 def log_request(
     scope: Scope, status: int, seconds: float, *, route: str | None, level: int = logging.INFO
 ) -> None:
-    """Write the access line of one answered request (see `AccessLog`)."""
+    """Write the access line of one answered request (see `RecordRequests`)."""
     logger = logging.getLogger(ACCESS_LOGGER)
     if not logger.isEnabledFor(level):
         return

@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator.metrics import Info
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
@@ -25,8 +24,6 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # `*_created` series double the output and no dashboard or alert here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Paths that orchestrators and scrapers poll; counting them would drown the API's own traffic.
-OPERATIONS_PATHS = (r"^/metrics$", r"^/health/")
 
 HTTP_REQUESTS = Counter(
     "http_requests_total",
@@ -137,21 +134,11 @@ def record_request(method: str, handler: str, status: str, seconds: float) -> No
         HTTP_REQUEST_ERRORS.labels(method, handler, status).inc()
 
 
-def _record(info: Info) -> None:
-    record_request(info.method, info.modified_handler, info.modified_status, info.modified_duration)
-
-
-def instrument(app: FastAPI) -> None:
-    """Record the HTTP metrics of `app` (as a middleware) and serve them at `/metrics`."""
-    instrumentator = Instrumentator(
-        should_group_status_codes=False,
-        should_group_untemplated=True,
-        excluded_handlers=list(OPERATIONS_PATHS),
-    )
-    # Passing our own instrumentation keeps the library from creating its default metrics
-    # for every app, which would collide on the registry when a process builds more than one.
-    instrumentator.add(_record)
-    instrumentator.instrument(app).expose(app, include_in_schema=False)
+def expose(app: FastAPI) -> None:
+    """Serve the metrics at `/metrics`. The HTTP metrics are recorded by the access log's
+    middleware (`platform.middleware.RecordRequests`), which resolves each request's route
+    template anyway."""
+    Instrumentator().expose(app, include_in_schema=False)
 
 
 class _PoolUsage:
