@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from conduit.platform import security
+from conduit.platform.errors import Unauthorized
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_password_hashing]
 
@@ -48,3 +49,41 @@ async def test_passwords_are_hashed_at_a_lower_priority_than_the_event_loop() ->
     hashing_niceness = await security._in_hashing_pool(niceness_of_this_thread)
     expected = min(event_loop_niceness + security.HASHING_NICENESS, security.MAX_NICENESS)
     assert hashing_niceness == expected
+
+
+class TestRememberedTokens:
+    SECRET = "a-secret-of-sufficient-length-for-hs256-0123456789"
+
+    def token(self, user_id: int) -> str:
+        return security.create_access_token(
+            user_id, token_version=3, secret=self.SECRET, ttl_seconds=600
+        )
+
+    def test_a_token_read_again_says_the_same(self) -> None:
+        token = self.token(7)
+        first = security.read_access_token(token, secret=self.SECRET)
+        assert security.read_access_token(token, secret=self.SECRET) == first
+        assert first == security.AccessClaims(user_id=7, token_version=3)
+
+    def test_a_token_remembered_under_one_secret_is_invalid_under_another(self) -> None:
+        token = self.token(8)
+        security.read_access_token(token, secret=self.SECRET)
+        with pytest.raises(Unauthorized, match="is invalid"):
+            security.read_access_token(token, secret="another-secret-of-sufficient-length-0123")
+
+    def test_a_tampered_copy_of_a_remembered_token_is_invalid(self) -> None:
+        token = self.token(9)
+        security.read_access_token(token, secret=self.SECRET)
+        header, payload, signature = token.split(".")
+        tampered = ".".join(
+            (header, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB"))
+        )
+        with pytest.raises(Unauthorized, match="is invalid"):
+            security.read_access_token(tampered, secret=self.SECRET)
+
+    def test_the_memory_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(security, "MAX_REMEMBERED_TOKENS", 2)
+        tokens = [self.token(user_id) for user_id in (11, 12, 13, 14, 15)]
+        for user_id, token in enumerate(tokens, start=11):
+            assert security.read_access_token(token, secret=self.SECRET).user_id == user_id
+            assert len(security._verified) <= 2

@@ -221,6 +221,28 @@ class TestCurrentUser:
         assert response.status_code == 401
         assert errors(response) == {"token": ["has expired"]}
 
+    async def test_token_accepted_before_it_expires_is_401_after(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # The claims of a verified token are remembered, but not past the token's expiry.
+        import asyncio
+        import math
+        import time
+
+        import jwt
+
+        from tests.conftest import TEST_JWT_SECRET
+
+        account = await register(client)
+        claims = jwt.decode(account.token, options={"verify_signature": False})
+        claims["exp"] = expires_at = math.ceil(time.time()) + 1
+        headers = {"Authorization": f"Token {jwt.encode(claims, TEST_JWT_SECRET, 'HS256')}"}
+        assert (await client.get("/user", headers=headers)).status_code == 200
+        await asyncio.sleep(expires_at - time.time() + 0.05)
+        response = await client.get("/user", headers=headers)
+        assert response.status_code == 401
+        assert errors(response) == {"token": ["has expired"]}
+
     @pytest.mark.parametrize(
         "subject", ["²", "\u0661", "01", "0", "-1", "9223372036854775808", "9" * 5000, "1.0", " 1"]
     )

@@ -17,6 +17,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -124,7 +125,29 @@ def token_from_header(header_value: str | None) -> str | None:
     return token
 
 
+# Every authenticated request reads its token, twice with rate limits on (they are keyed by the
+# caller's id), and PyJWT's decoding and checks cost about a tenth of the CPU of a request that
+# loads its caller and answers. What a valid token says cannot change before it expires (a
+# revocation is checked against the account on every request, not in the token), so the claims
+# of tokens already verified are remembered until their `exp`; a token that failed is never kept.
+MAX_REMEMBERED_TOKENS = 10_000
+_verified: dict[tuple[str, str], tuple[AccessClaims, int]] = {}
+
+
 def read_access_token(token: str, *, secret: str) -> AccessClaims:
+    key = (token, secret)
+    remembered = _verified.get(key)
+    # Expired from the instant `exp` names, as PyJWT judges it.
+    if remembered is not None and remembered[1] > time.time():
+        return remembered[0]
+    claims, expires_at = _verify_access_token(token, secret=secret)
+    if len(_verified) >= MAX_REMEMBERED_TOKENS:
+        _verified.clear()
+    _verified[key] = (claims, expires_at)
+    return claims
+
+
+def _verify_access_token(token: str, *, secret: str) -> tuple[AccessClaims, int]:
     try:
         claims = jwt.decode(
             token,
@@ -145,7 +168,7 @@ def read_access_token(token: str, *, secret: str) -> AccessClaims:
         or not _is_token_version(version)
     ):
         raise Unauthorized("is invalid")
-    return AccessClaims(user_id=int(subject), token_version=version)
+    return AccessClaims(user_id=int(subject), token_version=version), int(claims["exp"])
 
 
 def _is_user_id(subject: object) -> TypeGuard[str]:
