@@ -232,7 +232,8 @@ class AnonymousCachedReads:
                 return None
             if name == b"content-length" and value != b"0":
                 return None
-        query = _single_valued(QueryParams(scope["query_string"]))
+        raw_query: bytes = scope["query_string"]
+        query = _single_valued(QueryParams(raw_query)) if raw_query else {}
         if query is None:
             return None
         settings: Settings = scope["app"].state.settings

@@ -125,11 +125,23 @@ JOB_QUEUE_DEAD_ROWS = Gauge(
 )
 
 
+# The series of each (method, route template, status) seen: finding a labelled series is a
+# lock and a validation of its labels each time, a tenth of a cached read's own work. The
+# labels are bounded (fixed methods, the app's templates), so this is too.
+_request_series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+
 def record_request(method: str, handler: str, status: str, seconds: float) -> None:
     """Count one answered request; `handler` is its route template."""
     method = method if method in HTTP_METHODS else "OTHER"
-    HTTP_REQUESTS.labels(method, handler, status).inc()
-    HTTP_REQUEST_DURATION.labels(method, handler).observe(seconds)
+    key = (method, handler, status)
+    series = _request_series.get(key)
+    if series is None:
+        series = HTTP_REQUESTS.labels(*key), HTTP_REQUEST_DURATION.labels(method, handler)
+        _request_series[key] = series
+    requests, duration = series
+    requests.inc()
+    duration.observe(seconds)
     if status.startswith("5"):
         HTTP_REQUEST_ERRORS.labels(method, handler, status).inc()
 
