@@ -64,7 +64,8 @@ class ReadAddress(Protocol):
 
 
 # The address of a request's answer from its path match and its query (each name once), or None
-# when the route must answer.
+# when the route must answer. Once it gives an address for a path and query, it must give the
+# same one for them ever after (it may give None first: a search it cannot read yet).
 Addresser = Callable[[re.Match[str], Mapping[str, str], Settings], ReadAddress | None]
 
 
@@ -120,6 +121,9 @@ class _Answer:
 
 
 _ANSWER = "conduit.cached_read"
+# Paths and queries whose address is known: reading a list page's query and building its
+# address was a third of the work of answering it from a local copy.
+MAX_KNOWN_ADDRESSES = 10_000
 _Headers = tuple[tuple[bytes, bytes], ...]
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
 # The caller's own request id, CORS and a conditional request change what the envelope sends.
@@ -141,6 +145,7 @@ class AnonymousCachedReads:
         self.prefix = prefix
         self.reads = tuple(reads)
         self._answer_in_envelope = envelope(self._answer)
+        self._addresses: dict[tuple[str, bytes], tuple[CachedRead, ReadAddress]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self._find(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
@@ -216,7 +221,26 @@ class AnonymousCachedReads:
             correlation_id.reset(token)
 
     def _find(self, scope: Scope) -> tuple[CachedRead, ReadAddress] | None:
+        for name, value in scope["headers"]:
+            # The routed answer to a body is a 413 or 415 from the middleware here skipped.
+            if name == b"authorization" or name == b"transfer-encoding":
+                return None
+            if name == b"content-length" and value != b"0":
+                return None
         path: str = scope["path"]
+        raw_query: bytes = scope["query_string"]
+        found = self._addresses.get((path, raw_query))
+        if found is None:
+            found = self._address(scope["app"].state.settings, path, raw_query)
+            if found is not None:
+                if len(self._addresses) >= MAX_KNOWN_ADDRESSES:
+                    self._addresses.clear()
+                self._addresses[path, raw_query] = found
+        return found
+
+    def _address(
+        self, settings: Settings, path: str, raw_query: bytes
+    ) -> tuple[CachedRead, ReadAddress] | None:
         if not path.startswith(self.prefix):
             return None
         path = path[len(self.prefix) :]
@@ -226,17 +250,9 @@ class AnonymousCachedReads:
                 break
         else:
             return None
-        for name, value in scope["headers"]:
-            # The routed answer to a body is a 413 or 415 from the middleware here skipped.
-            if name == b"authorization" or name == b"transfer-encoding":
-                return None
-            if name == b"content-length" and value != b"0":
-                return None
-        raw_query: bytes = scope["query_string"]
         query = _single_valued(QueryParams(raw_query)) if raw_query else {}
         if query is None:
             return None
-        settings: Settings = scope["app"].state.settings
         address = read.address(match, query, settings)
         return None if address is None else (read, address)
 

@@ -52,13 +52,16 @@ class Snapshot:
         return Snapshot(epoch, self.counts + later.counts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LocalCopy:
     body: bytes
     tag: str
     generations: tuple[str, ...]
     snapshot: Snapshot
     expires_at: float
+    # How many changes the process had heard of when the copy was last found valid: until it
+    # hears of another, the copy's generations need no comparing (a list page has 20 or more).
+    checked_at: int
     # The headers its answer left the app with, less the request id, by URL scheme: what
     # `platform.cached_reads` replays.
     sent_headers: dict[str, tuple[tuple[bytes, bytes], ...]] = field(default_factory=dict)
@@ -73,6 +76,8 @@ class LocalCopies:
         self._copies: dict[str, LocalCopy] = {}
         self._bytes = 0
         self._changes: dict[str, int] = {}
+        # Every change heard of (and every start over) counts one.
+        self._heard = 0
         # Bumped whenever counts start over, so that no snapshot taken before still matches.
         self._epoch = 0
 
@@ -92,11 +97,15 @@ class LocalCopies:
         if (
             not self._trusted
             or copy.generations[: len(generations)] != generations
-            or copy.snapshot != self.snapshot(copy.generations)
             or copy.expires_at <= time.monotonic()
         ):
             self._discard(key)
             return None
+        if copy.checked_at != self._heard:
+            if copy.snapshot != self.snapshot(copy.generations):
+                self._discard(key)
+                return None
+            copy.checked_at = self._heard
         return copy
 
     def keep(
@@ -109,7 +118,8 @@ class LocalCopies:
         if len(body) > self.max_bytes // 100:
             return
         self._discard(key)
-        copy = LocalCopy(body, tag, generations, snapshot, time.monotonic() + MAX_AGE_SECONDS)
+        expires_at = time.monotonic() + MAX_AGE_SECONDS
+        copy = LocalCopy(body, tag, generations, snapshot, expires_at, checked_at=self._heard)
         self._copies[key] = copy
         self._bytes += len(body)
         # Oldest first: dicts keep insertion order, and a refreshed copy is inserted anew.
@@ -117,6 +127,7 @@ class LocalCopies:
             self._discard(next(iter(self._copies)))
 
     def changed(self, generations: Iterable[str]) -> None:
+        self._heard += 1
         for generation in generations:
             self._changes[generation] = self._changes.get(generation, 0) + 1
         if len(self._changes) > MAX_TRACKED_GENERATIONS:
@@ -127,6 +138,7 @@ class LocalCopies:
         self._bytes = 0
         self._changes.clear()
         self._epoch += 1
+        self._heard += 1
 
     def distrust(self) -> None:
         """Serve nothing until `trust` (changes may go unheard meanwhile)."""
