@@ -13,13 +13,14 @@ import httpx
 import pytest
 import structlog
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from conduit.app import create_app
+from conduit.platform import middleware
 from conduit.platform.middleware import RouteTemplates
 from conduit.platform.observability import tracing
 from conduit.platform.observability.logging import (
@@ -466,3 +467,65 @@ async def test_route_templates_are_resolved_once_per_path_within_a_bound(app: Fa
     assert routes.of(scope("GET", "/nothing/here")) is None
     assert routes.of(scope("PATCH", "/api/tags")) == "/api/tags"
     assert len(routes._known) <= 2
+
+
+@pytest.mark.anyio
+async def test_route_templates_are_resolved_once_per_route_and_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    router = APIRouter()
+
+    @router.get("/items/{name}")
+    async def item(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    app = FastAPI()
+    app.include_router(router, prefix="/one")
+    app.include_router(router, prefix="/two")
+    walked: list[str] = []
+
+    def walking(request: Any, should_include_root_path: bool) -> str | None:
+        walked.append(request.scope["path"])
+        return get_route_name(request, should_include_root_path=should_include_root_path)
+
+    get_route_name = middleware.get_route_name
+    monkeypatch.setattr(middleware, "get_route_name", walking)
+    routes = RouteTemplates()
+
+    async def routed(path: str) -> str | None:
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "client": ("127.0.0.1", 1),
+            "server": ("test", 80),
+        }
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        await app(scope, receive, send)
+        return routes.of(scope)
+
+    paths = ["/one/items/a", "/one/items/b", "/two/items/c", "/two/items/d", "/one/items/e"]
+    assert [await routed(path) for path in paths] == [
+        "/one/items/{name}",
+        "/one/items/{name}",
+        "/two/items/{name}",
+        "/two/items/{name}",
+        "/one/items/{name}",
+    ]
+    # Later paths of a route already resolved under the same prefix walk no routes.
+    assert walked[0] == "/one/items/a"
+    assert "/one/items/b" not in walked
+    assert "/one/items/e" not in walked

@@ -41,7 +41,12 @@ from conduit.platform.cache import Cache, CacheAddress
 from conduit.platform.errors import ConduitError, error_response
 from conduit.platform.etag import entity_tag, send_json_validated
 from conduit.platform.local_copies import Snapshot
-from conduit.platform.middleware import REQUEST_ID_HEADER, log_request, new_request_id
+from conduit.platform.middleware import (
+    REQUEST_ID_HEADER,
+    ROUTE_TEMPLATE_KEY,
+    log_request,
+    new_request_id,
+)
 from conduit.platform.observability import metrics
 from conduit.platform.observability.metrics import CACHE_HITS
 from conduit.platform.rate_limit import Limiter
@@ -175,6 +180,7 @@ class AnonymousCachedReads:
             if not peeked.stale:
                 copies.keep(address.key, peeked.generations, peeked.snapshot, body, answer.tag)
         scope[_ANSWER] = answer
+        scope[ROUTE_TEMPLATE_KEY] = self.prefix + read.route
         await self._answer_in_envelope(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
