@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from conduit.articles import service as articles_service
-from conduit.platform.cache import Cache, CacheAddress, Found
+from conduit.platform.cache import GENERATION_TTL_SECONDS, Cache, CacheAddress, Found
 from conduit.platform.observability.metrics import CACHE_HITS, CACHE_MISSES, CACHE_STALE_ANSWERS
 from conduit.platform.settings import Settings
 from tests.articles.test_queries import queries, recorded_statements
@@ -577,6 +577,21 @@ class TestCacheMechanics:
         # A held rebuild lock reads as present (`peek_or_stale` relies on it), an absent key not.
         assert found[-2] is not None
         assert found[-1] is None
+
+    async def test_invalidated_generations_take_new_tokens_read_alike_that_expire(
+        self, cache: Cache
+    ) -> None:
+        keys = [cache._generation_key(name) for name in ("renewed:a", "renewed:b")]
+        await cache.invalidate("renewed:a", "renewed:b")
+        first = await cache._get_many(keys)
+        await cache.invalidate("renewed:a", "renewed:b")
+        second = await cache._get_many(keys)
+        assert None not in first
+        assert None not in second
+        assert all(before != after for before, after in zip(first, second, strict=True))
+        assert second == list(await cache._backend.get_many(*keys))
+        for key in keys:
+            assert 0 < await cache._backend.get_expire(key) <= GENERATION_TTL_SECONDS
 
     async def test_many_entries_load_together_what_is_missing_or_stale(self, cache: Cache) -> None:
         addresses = [CacheAddress("test", f"many:{name}", (f"many:{name}",)) for name in "abc"]

@@ -36,6 +36,7 @@ from cashews import Cache as CashewsCache
 from cashews.exceptions import CacheBackendInteractionError
 from fastapi import Depends, Request
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,6 +57,12 @@ REBUILD_LOCK_SECONDS = 10
 REBUILD_POLL_SECONDS = 0.02
 # Generations outlive the entries built on them; expiring one only causes misses.
 GENERATION_TTL_SECONDS = 7 * 24 * 3600
+# Sets every key to the same value with the same expiry, atomically, in one command.
+_START_GENERATIONS = """
+for _, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[1], 'EX', ARGV[2])
+end
+"""
 
 _BACKEND_ERRORS: Final = (CacheBackendInteractionError, RedisError, OSError, TimeoutError)
 _PENDING_GENERATIONS = "conduit.cache.stale_generations"
@@ -98,6 +105,7 @@ class Cache:
         # Reads of several keys at once go straight to Redis: cashews decodes each value of a
         # `get_many` in an asyncio task of its own, which cost about as much as the read itself.
         self._reader: Redis | None = None
+        self._start_generations: AsyncScript | None = None
         if settings.redis_url is None:
             # No expiry sweeper task: expired entries go on access or by LRU at the size cap.
             self._backend.setup(
@@ -117,6 +125,8 @@ class Cache:
                 wait_for_connection_timeout=settings.redis_timeout_seconds,
             )
             self._reader = create_redis(settings)
+            if self._reader is not None:
+                self._start_generations = self._reader.register_script(_START_GENERATIONS)
 
     async def aclose(self) -> None:
         await self.changes.aclose()
@@ -128,6 +138,18 @@ class Cache:
         if self._reader is None:
             return list(await self._backend.get_many(*keys))
         return [_decoded(value) for value in await self._reader.mget(keys)]
+
+    async def _replace_generations(self, keys: Sequence[str]) -> None:
+        """Give each generation key one new token, unseen before: entries and copies built on
+        the old tokens no longer match. In Redis one script sets them all (a publication names
+        dozens, its title's and body's words), rather than cashews' pipeline of one `SET` each
+        in a transaction, which cost a write more than its own statement."""
+        token = uuid.uuid4().hex
+        if self._start_generations is None:
+            await self._backend.set_many(dict.fromkeys(keys, token), expire=GENERATION_TTL_SECONDS)
+            return
+        # Encoded as cashews encodes a string, so that every reader decodes it alike.
+        await self._start_generations(keys=keys, args=[json.dumps(token), GENERATION_TTL_SECONDS])
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{key}"
@@ -461,9 +483,9 @@ class Cache:
         # Before, so that no copy is served from here on; after, for any copy rendered from
         # an entry read meanwhile, which the new tokens have not made stale yet.
         self.changes.changed_here(changed)
-        pairs = {self._generation_key(g): uuid.uuid4().hex for g in changed}
+        keys = [self._generation_key(g) for g in changed]
         try:
-            await self._call(lambda: self._backend.set_many(pairs, expire=GENERATION_TTL_SECONDS))
+            await self._call(lambda: self._replace_generations(keys))
         except CacheUnavailable as error:
             logger.warning("could not invalidate %s: %s", sorted(generations), error)
             return
