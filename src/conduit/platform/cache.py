@@ -142,8 +142,8 @@ class Cache:
     async def _replace_generations(self, keys: Sequence[str]) -> None:
         """Give the generation keys one new token, never used before: entries and copies built
         on their old tokens no longer match. In Redis one script sets them all (a publication
-        names dozens, its title's and body's words): cashews' transaction of one `SET` each
-        cost 1.1 ms of CPU for 30 keys, the script 0.2."""
+        names dozens, its title's and body's words): invalidating 30 cost 1.1 ms of CPU through
+        cashews' transaction of one `SET` each, 0.22 ms with the script."""
         token = uuid.uuid4().hex
         if self._start_generations is None:
             await self._backend.set_many(dict.fromkeys(keys, token), expire=GENERATION_TTL_SECONDS)
