@@ -490,35 +490,19 @@ async def test_route_templates_are_resolved_once_per_route_and_prefix(
 
     get_route_name = middleware.get_route_name
     monkeypatch.setattr(middleware, "get_route_name", walking)
-    routes = RouteTemplates()
-
-    async def routed(path: str) -> str | None:
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": b"",
-            "headers": [],
-            "client": ("127.0.0.1", 1),
-            "server": ("test", 80),
-        }
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        await app(scope, receive, send)
-        return routes.of(scope)
-
     paths = ["/one/items/a", "/one/items/b", "/two/items/c", "/two/items/d", "/one/items/e"]
-    assert [await routed(path) for path in paths] == [
+    routes = RouteTemplates()
+    resolved: list[str | None] = []
+
+    async def resolving(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        resolved.append(routes.of(scope))
+
+    transport = httpx.ASGITransport(app=resolving)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for path in paths:
+            assert (await client.get(path)).status_code == 200
+    assert resolved == [
         "/one/items/{name}",
         "/one/items/{name}",
         "/two/items/{name}",
