@@ -483,12 +483,12 @@ async def test_route_templates_are_resolved_once_per_route_and_prefix(
     app.include_router(router, prefix="/one")
     app.include_router(router, prefix="/two")
     walked: list[str] = []
+    get_route_name = middleware.get_route_name
 
     def walking(request: Any, should_include_root_path: bool) -> str | None:
         walked.append(request.scope["path"])
         return get_route_name(request, should_include_root_path=should_include_root_path)
 
-    get_route_name = middleware.get_route_name
     monkeypatch.setattr(middleware, "get_route_name", walking)
     paths = ["/one/items/a", "/one/items/b", "/two/items/c", "/two/items/d", "/one/items/e"]
     routes = RouteTemplates()
